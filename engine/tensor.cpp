@@ -481,14 +481,14 @@ Tensor Tensor::to(Device d) const {
 
 // ====================================================================== in-place
 
-Tensor& Tensor::fill_(double value) {
+const Tensor& Tensor::fill_(double value) const {
   check_inplace(*this, "fill_");
   backend(device()).fill(*this, value);
   storage()->bump_version();
   return *this;
 }
 
-Tensor& Tensor::copy_(const Tensor& src) {
+const Tensor& Tensor::copy_(const Tensor& src) const {
   check_inplace(*this, "copy_");
   Tensor s = src.detach();
   if (s.device() != device()) s = s.to(device());
@@ -498,7 +498,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   return *this;
 }
 
-Tensor& Tensor::add_(const Tensor& other, double alpha) {
+const Tensor& Tensor::add_(const Tensor& other, double alpha) const {
   check_inplace(*this, "add_");
   NoGradGuard ng;
   Tensor o = other.detach();
@@ -512,7 +512,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   return *this;
 }
 
-Tensor& Tensor::mul_(double value) {
+const Tensor& Tensor::mul_(double value) const {
   check_inplace(*this, "mul_");
   NoGradGuard ng;
   Tensor r = mul(detach(), value);

