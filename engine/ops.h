@@ -157,14 +157,16 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
 Tensor flip(const Tensor& x, const std::vector<int64_t>& dims);
 // Elements move by +shift (mod size) along each dim, as torch.roll.
 Tensor roll(const Tensor& x, const std::vector<int64_t>& shifts, const std::vector<int64_t>& dims);
-// Rotation by k * 90 degrees in the plane of dims (from the first towards the second, as torch.rot90).
+// Rotation by k * 90 degrees in the plane of dims (from the first towards the second, as torch.rot90);
+// on the last two dims of an image, k = 1 turns it counter-clockwise as displayed.
 Tensor rot90(const Tensor& x, int64_t k = 1, std::vector<int64_t> dims = {-2, -1});
 // theta [N, 2, 3] -> grid [N, H, W, 2] (torch.nn.functional.affine_grid for a 4-D size).
 Tensor affine_grid(const Tensor& theta, int64_t N, int64_t H, int64_t W, bool align_corners = false);
 Tensor grid_sample(const Tensor& x, const Tensor& grid, GridMode mode = GridMode::Bilinear,
                    GridPadding padding = GridPadding::Zeros, bool align_corners = false);
 // Rotates images [N, C, H, W] about their centre by `degrees` (counter-clockwise as displayed, with
-// row 0 at the top), bilinear, zero fill outside the image.
+// row 0 at the top), bilinear, zero fill outside the image. rotate(x, 90 * k) == rot90(x, k) on
+// square images (up to float rounding of the sample positions).
 Tensor rotate(const Tensor& x, double degrees, bool align_corners = false);
 
 }  // namespace orbit

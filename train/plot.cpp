@@ -1,0 +1,115 @@
+#include "train/plot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace orbit {
+
+namespace {
+
+std::string escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else o += c;
+  }
+  return o;
+}
+
+// About five "nice" tick values (1, 2, 5 times a power of ten) covering [lo, hi].
+std::vector<double> nice_ticks(double lo, double hi) {
+  const double span = hi - lo;
+  const double raw = span / 5;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  const double step = raw / mag < 1.5 ? mag : raw / mag < 3.5 ? 2 * mag : raw / mag < 7.5 ? 5 * mag : 10 * mag;
+  std::vector<double> t;
+  for (double v = std::ceil(lo / step) * step; v <= hi + 1e-9 * span; v += step) t.push_back(std::abs(v) < 1e-12 * step ? 0.0 : v);
+  return t;
+}
+
+std::string num(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+
+}  // namespace
+
+std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::string& y_label,
+                           const std::vector<Series>& series, int width, int height) {
+  static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+  for (const auto& s : series) {
+    ORBIT_CHECK(s.x.size() == s.y.size(), "svg_line_chart: series '", s.name, "' has ", s.x.size(), " x and ", s.y.size(), " y values");
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
+      xmin = std::min(xmin, s.x[i]);
+      xmax = std::max(xmax, s.x[i]);
+      ymin = std::min(ymin, s.y[i]);
+      ymax = std::max(ymax, s.y[i]);
+    }
+  }
+  if (!std::isfinite(xmin)) xmin = 0, xmax = 1, ymin = 0, ymax = 1;
+  if (xmax - xmin < 1e-12) xmin -= 0.5, xmax += 0.5;
+  if (ymax - ymin < 1e-12) ymin -= 0.5, ymax += 0.5;
+  const double pad = 0.05 * (ymax - ymin);
+  ymin -= pad;
+  ymax += pad;
+  const double L = 70, R = width - 160, T = 40, B = height - 50;
+  auto px = [&](double x) { return L + (x - xmin) / (xmax - xmin) * (R - L); };
+  auto py = [&](double y) { return B - (y - ymin) / (ymax - ymin) * (B - T); };
+
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+    << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  o << "<text x=\"" << (L + R) / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << escape(title) << "</text>\n";
+  for (double t : nice_ticks(ymin, ymax)) {
+    o << "<line x1=\"" << L << "\" x2=\"" << R << "\" y1=\"" << py(t) << "\" y2=\"" << py(t) << "\" stroke=\"#e5e5e5\"/>\n";
+    o << "<text x=\"" << L - 6 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">" << num(t) << "</text>\n";
+  }
+  for (double t : nice_ticks(xmin, xmax)) {
+    o << "<line x1=\"" << px(t) << "\" x2=\"" << px(t) << "\" y1=\"" << B << "\" y2=\"" << B + 4 << "\" stroke=\"black\"/>\n";
+    o << "<text x=\"" << px(t) << "\" y=\"" << B + 18 << "\" text-anchor=\"middle\">" << num(t) << "</text>\n";
+  }
+  o << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << R - L << "\" height=\"" << B - T
+    << "\" fill=\"none\" stroke=\"black\"/>\n";
+  o << "<text x=\"" << (L + R) / 2 << "\" y=\"" << height - 12 << "\" text-anchor=\"middle\">" << escape(x_label) << "</text>\n";
+  o << "<text transform=\"translate(18," << (T + B) / 2 << ") rotate(-90)\" text-anchor=\"middle\">" << escape(y_label) << "</text>\n";
+  for (size_t k = 0; k < series.size(); ++k) {
+    const auto& s = series[k];
+    const char* c = colors[k % 8];
+    o << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"2\" points=\"";
+    for (size_t i = 0; i < s.x.size(); ++i)
+      if (std::isfinite(s.y[i])) o << px(s.x[i]) << "," << py(s.y[i]) << " ";
+    o << "\"/>\n";
+    for (size_t i = 0; i < s.x.size(); ++i)
+      if (std::isfinite(s.y[i])) o << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(s.y[i]) << "\" r=\"3\" fill=\"" << c << "\"/>\n";
+    const double ly = T + 10 + 20 * k;
+    o << "<line x1=\"" << R + 12 << "\" x2=\"" << R + 32 << "\" y1=\"" << ly << "\" y2=\"" << ly << "\" stroke=\"" << c
+      << "\" stroke-width=\"2\"/>\n";
+    o << "<text x=\"" << R + 38 << "\" y=\"" << ly + 4 << "\">" << escape(s.name) << "</text>\n";
+  }
+  o << "</svg>\n";
+  return o.str();
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    ORBIT_CHECK(out.good(), "cannot write ", tmp);
+    out << text;
+    ORBIT_CHECK(out.good(), "error while writing ", tmp);
+  }
+  ORBIT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
+}
+
+}  // namespace orbit
