@@ -1,0 +1,217 @@
+// Image classification datasets in memory (data/dataset.h).
+#include "data/dataset.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "data/idx.h"
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace orbit::data {
+
+namespace {
+std::string label_of(const ImageClassificationDataset& ds) {
+  return ds.name.empty() ? std::string("dataset") : "dataset '" + ds.name + "'";
+}
+}  // namespace
+
+int64_t ImageClassificationDataset::num_classes() const {
+  if (!class_names.empty()) return static_cast<int64_t>(class_names.size());
+  int64_t mx = -1;
+  if (labels.defined()) {
+    const int64_t* y = labels.contiguous().data<int64_t>();
+    for (int64_t i = 0; i < labels.numel(); ++i) mx = std::max(mx, y[i]);
+  }
+  return mx + 1;
+}
+
+void ImageClassificationDataset::validate() const {
+  const std::string who = label_of(*this);
+  ORBIT_CHECK(images.defined() && labels.defined(), who, ": images and labels must both be set");
+  ORBIT_CHECK(images.dim() == 4, who, ": images must be [N, C, H, W], got shape ", shape_str(images.shape()));
+  ORBIT_CHECK(is_floating(images.dtype()), who, ": images must be floating, got ", dtype_name(images.dtype()));
+  ORBIT_CHECK(images.device().is_cpu() && labels.device().is_cpu(), who,
+              ": datasets live on the CPU (the loader moves batches to the device), got images on ",
+              images.device().str(), " and labels on ", labels.device().str());
+  ORBIT_CHECK(images.is_contiguous(), who, ": images must be contiguous (call .contiguous())");
+  ORBIT_CHECK(labels.dim() == 1 && labels.dtype() == DType::I64 && labels.is_contiguous(), who,
+              ": labels must be a contiguous int64 [N] tensor, got ", labels.str());
+  ORBIT_CHECK(images.size(0) == labels.size(0), who, ": ", images.size(0), " images but ", labels.size(0),
+              " labels");
+  const int64_t nc = num_classes();
+  const int64_t* y = labels.data<int64_t>();
+  for (int64_t i = 0; i < labels.numel(); ++i)
+    ORBIT_CHECK(y[i] >= 0 && y[i] < nc, who, ": label ", y[i], " at index ", i, " is outside [0, ", nc,
+                ")", class_names.empty() ? "" : " (the number of class names)");
+}
+
+Tensor take_rows(const Tensor& x, const std::vector<int64_t>& rows, const char* what) {
+  ORBIT_CHECK(x.defined() && x.dim() >= 1, what, ": expected a tensor with at least one dim");
+  ORBIT_CHECK(x.device().is_cpu(), what, ": expected a CPU tensor, got ", x.device().str());
+  const Tensor src = x.is_contiguous() ? x : x.detach().contiguous();
+  Shape shape = src.shape();
+  const int64_t n = shape[0];
+  shape[0] = static_cast<int64_t>(rows.size());
+  Tensor out = Tensor::empty(shape, src.dtype());
+  const size_t row_bytes = static_cast<size_t>(n == 0 ? 0 : src.numel() / n) * dtype_size(src.dtype());
+  const auto* s = static_cast<const uint8_t*>(src.raw_data());
+  auto* d = static_cast<uint8_t*>(out.raw_data());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ORBIT_CHECK(rows[i] >= 0 && rows[i] < n, what, ": index ", rows[i], " (position ", i,
+                ") is out of range for ", n, " rows");
+    std::memcpy(d + i * row_bytes, s + static_cast<size_t>(rows[i]) * row_bytes, row_bytes);
+  }
+  return out;
+}
+
+ImageClassificationDataset ImageClassificationDataset::subset(const std::vector<int64_t>& indices) const {
+  const std::string what = label_of(*this) + ".subset";
+  ImageClassificationDataset out;
+  out.name = name;
+  out.class_names = class_names;
+  out.images = take_rows(images, indices, what.c_str());
+  out.labels = take_rows(labels, indices, what.c_str());
+  return out;
+}
+
+ImageClassificationDataset ImageClassificationDataset::slice(int64_t start, int64_t count) const {
+  ORBIT_CHECK(start >= 0 && count >= 0 && start + count <= size(), label_of(*this), ".slice: rows [", start,
+              ", ", start + count, ") are outside [0, ", size(), ")");
+  std::vector<int64_t> idx(count);
+  for (int64_t i = 0; i < count; ++i) idx[i] = start + i;
+  return subset(idx);
+}
+
+ImageClassificationDataset ImageClassificationDataset::normalized(const std::vector<double>& mean,
+                                                                  const std::vector<double>& std) const {
+  const std::string who = label_of(*this) + ".normalized";
+  const int64_t C = channels();
+  auto per_channel = [&](const std::vector<double>& v, const char* what) {
+    ORBIT_CHECK(static_cast<int64_t>(v.size()) == C || v.size() == 1, who, ": expected 1 or ", C, " ",
+                what, " values (one per channel), got ", v.size());
+    std::vector<double> full(C);
+    for (int64_t c = 0; c < C; ++c) full[c] = v.size() == 1 ? v[0] : v[c];
+    return full;
+  };
+  const std::vector<double> m = per_channel(mean, "mean"), s = per_channel(std, "std");
+  for (int64_t c = 0; c < C; ++c)
+    ORBIT_CHECK(s[c] > 0 && std::isfinite(s[c]), who, ": std must be positive, got ", s[c], " for channel ", c);
+  NoGradGuard ng;
+  const Tensor mt = Tensor::from_vector(m, {1, C, 1, 1}).to(images.dtype());
+  const Tensor st = Tensor::from_vector(s, {1, C, 1, 1}).to(images.dtype());
+  ImageClassificationDataset out = *this;
+  out.images = div(sub(images.detach(), mt), st).contiguous();
+  return out;
+}
+
+std::vector<int64_t> ImageClassificationDataset::class_counts() const {
+  std::vector<int64_t> counts(std::max<int64_t>(num_classes(), 0), 0);
+  const Tensor y = labels.contiguous();
+  const int64_t* p = y.data<int64_t>();
+  for (int64_t i = 0; i < y.numel(); ++i)
+    if (p[i] >= 0 && p[i] < static_cast<int64_t>(counts.size())) ++counts[p[i]];
+  return counts;
+}
+
+ChannelStats channel_stats(const ImageClassificationDataset& ds) {
+  ds.validate();
+  const Tensor x = ds.images.to(DType::F64);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const double* p = x.data<double>();
+  ChannelStats st{std::vector<double>(C, 0.0), std::vector<double>(C, 0.0)};
+  const double count = static_cast<double>(N * HW);
+  ORBIT_CHECK(count > 0, "channel_stats: ", label_of(ds), " has no pixels");
+  // Two passes (mean, then squared deviations): numerically safer than E[x^2] - E[x]^2.
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const double* q = p + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) st.mean[c] += q[i];
+    }
+  for (auto& m : st.mean) m /= count;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const double* q = p + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) st.std[c] += (q[i] - st.mean[c]) * (q[i] - st.mean[c]);
+    }
+  for (auto& s : st.std) s = std::sqrt(s / count);
+  return st;
+}
+
+ImageClassificationDataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,
+                                            const std::vector<std::string>& class_names,
+                                            const std::string& name) {
+  const IdxArray img = read_idx(images_path);
+  const IdxArray lab = read_idx(labels_path);
+  ORBIT_CHECK(img.type == IdxType::U8, "load_idx_dataset: ", images_path, ": expected ubyte (0x08) pixels, got ",
+              idx_type_name(img.type));
+  ORBIT_CHECK(img.shape.size() == 3 || img.shape.size() == 4, "load_idx_dataset: ", images_path,
+              ": expected images [N, H, W] or [N, C, H, W], got dims ", shape_str(img.shape));
+  ORBIT_CHECK(lab.shape.size() == 1, "load_idx_dataset: ", labels_path, ": expected labels [N], got dims ",
+              shape_str(lab.shape));
+  ORBIT_CHECK(lab.type != IdxType::F32 && lab.type != IdxType::F64, "load_idx_dataset: ", labels_path,
+              ": expected integer labels, got ", idx_type_name(lab.type));
+  ORBIT_CHECK(img.shape[0] == lab.shape[0], "load_idx_dataset: image count ", img.shape[0], " (", images_path,
+              ") differs from label count ", lab.shape[0], " (", labels_path,
+              "); expected one label per image. Are the files from the same split?");
+  ImageClassificationDataset ds;
+  ds.name = name.empty() ? images_path : name;
+  ds.class_names = class_names;
+  Tensor x = idx_images_to_tensor(img);
+  if (img.shape.size() == 3) x = x.view({img.shape[0], 1, img.shape[1], img.shape[2]});
+  ds.images = x;
+  ds.labels = idx_labels_to_tensor(lab);
+  if (!class_names.empty()) {
+    const int64_t nc = static_cast<int64_t>(class_names.size());
+    const int64_t* y = ds.labels.data<int64_t>();
+    for (int64_t i = 0; i < ds.size(); ++i)
+      ORBIT_CHECK(y[i] >= 0 && y[i] < nc, "load_idx_dataset: ", labels_path, ": label ", y[i], " at index ", i,
+                  " is outside [0, ", nc, ") (", nc, " classes)");
+  }
+  ds.validate();
+  return ds;
+}
+
+const char* split_name(Split s) { return s == Split::Train ? "train" : "test"; }
+
+std::pair<std::string, std::string> idx_file_names(Split split) {
+  const std::string p = split == Split::Train ? "train" : "t10k";
+  return {p + "-images-idx3-ubyte", p + "-labels-idx1-ubyte"};
+}
+
+std::vector<std::string> known_datasets() { return {"mnist", "fashion-mnist"}; }
+
+const std::vector<std::string>& mnist_classes() {
+  static const std::vector<std::string> names = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+  return names;
+}
+
+const std::vector<std::string>& fashion_mnist_classes() {
+  static const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  return names;
+}
+
+ImageClassificationDataset load_dataset(const std::string& name, Split split, const std::string& root) {
+  const std::vector<std::string>* classes = nullptr;
+  if (name == "mnist") classes = &mnist_classes();
+  if (name == "fashion-mnist") classes = &fashion_mnist_classes();
+  if (!classes) {
+    std::string known;
+    for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
+    throw Error(str_cat("load_dataset: unknown dataset '", name, "' (known datasets: ", known, ")"));
+  }
+  const auto [img_file, lab_file] = idx_file_names(split);
+  const std::filesystem::path dir = std::filesystem::path(root) / name;
+  for (const auto& f : {img_file, lab_file}) {
+    const auto p = dir / f;
+    ORBIT_CHECK(std::filesystem::exists(p), "load_dataset: ", name, " (", split_name(split), "): missing ",
+                p.string(), ". Run `make data` to create it, or put the official IDX files in ", dir.string(),
+                " (see data/README.md)");
+  }
+  return load_idx_dataset((dir / img_file).string(), (dir / lab_file).string(), *classes,
+                          name + "/" + split_name(split));
+}
+
+}  // namespace orbit::data

@@ -1,0 +1,75 @@
+// In-memory image classification datasets: images [N, C, H, W] float32 and int64 labels [N], loaded
+// from IDX file pairs (MNIST, Fashion-MNIST), with subsets and per-channel normalization.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace orbit::data {
+
+struct ImageClassificationDataset {
+  std::string name;                      // used in messages, e.g. "fashion-mnist/train"
+  Tensor images;                         // [N, C, H, W], floating, contiguous, on the CPU
+  Tensor labels;                         // [N] int64 in [0, num_classes())
+  std::vector<std::string> class_names;  // may be empty: then num_classes() = max label + 1
+
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  int64_t num_classes() const;
+  int64_t channels() const { return images.size(1); }
+  int64_t height() const { return images.size(2); }
+  int64_t width() const { return images.size(3); }
+
+  // Throws orbit::Error (naming the dataset) unless images are a contiguous floating CPU [N, C, H, W]
+  // tensor, labels a contiguous int64 [N] tensor with the same N, and every label is in
+  // [0, num_classes()).
+  void validate() const;
+  // The rows `indices` (any order, repeats allowed), copied; the class names are kept.
+  ImageClassificationDataset subset(const std::vector<int64_t>& indices) const;
+  // Rows [start, start + count).
+  ImageClassificationDataset slice(int64_t start, int64_t count) const;
+  // (x - mean[c]) / std[c] per channel; mean and std hold one value per channel or one for all.
+  ImageClassificationDataset normalized(const std::vector<double>& mean,
+                                        const std::vector<double>& std) const;
+  // Number of samples per class, [num_classes()].
+  std::vector<int64_t> class_counts() const;
+};
+
+// Per-channel mean and (population) standard deviation over all pixels of a dataset.
+struct ChannelStats {
+  std::vector<double> mean, std;
+};
+ChannelStats channel_stats(const ImageClassificationDataset& ds);
+
+// Copies the rows `rows` of x (any dtype, contiguous, dim >= 1) into a new contiguous tensor
+// [rows.size(), ...]; throws naming `what` for an index out of range.
+Tensor take_rows(const Tensor& x, const std::vector<int64_t>& rows, const char* what = "take_rows");
+
+// Loads an IDX image file ([N, H, W] -> [N, 1, H, W], or [N, C, H, W]; ubyte pixels scaled to [0, 1])
+// and an IDX label file ([N], integer). Throws naming both paths when the counts differ, and naming
+// the label path for labels outside [0, class_names.size()) (when class_names is not empty).
+ImageClassificationDataset load_idx_dataset(const std::string& images_path,
+                                            const std::string& labels_path,
+                                            const std::vector<std::string>& class_names = {},
+                                            const std::string& name = "");
+
+enum class Split { Train, Test };
+const char* split_name(Split s);  // "train" / "test"
+
+// The standard file names of a split: {"train-images-idx3-ubyte", "train-labels-idx1-ubyte"} or
+// {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}.
+std::pair<std::string, std::string> idx_file_names(Split split);
+
+// The datasets `make data` provides, by name: "mnist", "fashion-mnist".
+std::vector<std::string> known_datasets();
+const std::vector<std::string>& mnist_classes();          // "0" ... "9"
+const std::vector<std::string>& fashion_mnist_classes();  // "T-shirt/top", "Trouser", ...
+// Loads ROOT/NAME/{train,t10k}-{images,labels}-idx*-ubyte with the dataset's class names.
+// An unknown name lists the known ones; missing files point at `make data`.
+ImageClassificationDataset load_dataset(const std::string& name, Split split,
+                                        const std::string& root = "data");
+
+}  // namespace orbit::data
