@@ -296,6 +296,7 @@ class Sequential : public Module {
 
  protected:
   explicit Sequential(const char* name) : Module(name) {}
+  void set_child(const std::string& name, std::shared_ptr<Module> module) override;
   std::vector<std::shared_ptr<Module>> modules_;
 };
 

@@ -152,11 +152,12 @@ class Module : public std::enable_shared_from_this<Module> {
 
  protected:
   bool training_ = true;
+  // Virtual so that containers keeping their own child list (Sequential) stay in sync.
+  virtual void set_child(const std::string& name, std::shared_ptr<Module> module);
 
  private:
   void check_new_name(const std::string& name, const char* what) const;
   void add_child(const std::string& name, std::shared_ptr<Module> module);
-  void set_child(const std::string& name, std::shared_ptr<Module> module);
   void collect_state(const std::string& prefix, StateDict& out) const;
   template <class F> void for_each_tensor(F&& f);  // every parameter and buffer, shared ones once
   // Resolves "a.b.c" to the module holding "c"; returns null when a component is missing.

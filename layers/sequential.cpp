@@ -25,6 +25,13 @@ std::shared_ptr<Module> Sequential::operator[](int64_t index) const {
   return modules_[static_cast<size_t>(index < 0 ? index + n : index)];
 }
 
+void Sequential::set_child(const std::string& name, std::shared_ptr<Module> module) {
+  const std::shared_ptr<Module> old = submodule(name);
+  Module::set_child(name, module);
+  for (auto& m : modules_)
+    if (m == old) m = module;
+}
+
 ModuleList::ModuleList() : Sequential("ModuleList") {}
 
 ModuleList::ModuleList(std::initializer_list<std::shared_ptr<Module>> modules) : Sequential("ModuleList") {

@@ -28,8 +28,12 @@ std::string range_str(const ConfigSchema::Field& f) {
   }
   if (f.type == ConfigSchema::Type::Int || f.type == ConfigSchema::Type::Number ||
       f.type == ConfigSchema::Type::IntList) {
-    std::string lo = f.min <= -1e299 ? "-inf" : nlohmann::json(f.min).dump();
-    std::string hi = f.max >= 1e299 ? "inf" : nlohmann::json(f.max).dump();
+    auto num = [](double v) {  // integral bounds print without a decimal point
+      return v == static_cast<double>(static_cast<int64_t>(v)) ? std::to_string(static_cast<int64_t>(v))
+                                                               : nlohmann::json(v).dump();
+    };
+    std::string lo = f.min <= -1e299 ? "-inf" : num(f.min);
+    std::string hi = f.max >= 1e299 ? "inf" : num(f.max);
     return "in [" + lo + ", " + hi + "]";
   }
   return "";

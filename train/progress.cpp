@@ -32,6 +32,12 @@ std::string ProgressBar::format_duration(double s) {
   return buf;
 }
 
+std::string ProgressBar::fixed(double value, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  return buf;
+}
+
 void ProgressBar::update(int64_t n, const std::vector<std::pair<std::string, std::string>>& values) {
   done_ += n;
   if (!values.empty()) values_ = values;

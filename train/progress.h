@@ -27,6 +27,7 @@ class ProgressBar {
   void set_rate_scale(double items_per_step, std::string rate_unit);
 
   static std::string format_duration(double seconds);  // "1:02:03", "4:05"
+  static std::string fixed(double value, int decimals);  // "0.4123"
 
  private:
   void draw(bool final_line);

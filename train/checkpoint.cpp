@@ -1,0 +1,83 @@
+#include "train/checkpoint.h"
+
+#include <nlohmann/json.hpp>
+
+#include "weights/safetensors.h"
+
+namespace orbit {
+
+namespace {
+constexpr const char* kFormat = "orbit-checkpoint";
+constexpr int kVersion = 1;
+
+nlohmann::json scalars_json(const OrderedDict<double>& s) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& [k, v] : s.items()) j.push_back({k, v});  // ordered pairs keep the key order
+  return j;
+}
+
+OrderedDict<double> scalars_from(const nlohmann::json& j) {
+  OrderedDict<double> s;
+  for (const auto& p : j) s.insert(p.at(0).get<std::string>(), p.at(1).get<double>());
+  return s;
+}
+}  // namespace
+
+void save_checkpoint(const std::string& path, const TrainingState& st) {
+  NamedTensors tensors;
+  for (const auto& [k, t] : st.model.items()) tensors.emplace_back("model." + k, t);
+  for (const auto& [k, t] : st.optimizer.tensors.items()) tensors.emplace_back("optimizer." + k, t);
+  nlohmann::json rng = {{"s", {st.rng.s[0], st.rng.s[1], st.rng.s[2], st.rng.s[3]}},
+                        {"has_spare", st.rng.has_spare}, {"spare", st.rng.spare}};
+  Metadata meta = {{"format", kFormat},
+                   {"version", std::to_string(kVersion)},
+                   {"epoch", std::to_string(st.epoch)},
+                   {"optimizer.kind", st.optimizer.kind},
+                   {"optimizer.scalars", scalars_json(st.optimizer.scalars).dump()},
+                   {"scheduler.kind", st.scheduler.kind},
+                   {"scheduler.scalars", scalars_json(st.scheduler.scalars).dump()},
+                   {"rng", rng.dump()},
+                   {"config", st.config_json},
+                   {"history", st.history_json}};
+  save_safetensors(path, tensors, meta);
+}
+
+TrainingState load_checkpoint(const std::string& path) {
+  Metadata meta;
+  NamedTensors tensors = load_safetensors(path, &meta);
+  auto get = [&](const char* key) -> const std::string& {
+    auto it = meta.find(key);
+    ORBIT_CHECK(it != meta.end(), path, ": not an Orbit checkpoint (metadata key '", key, "' is missing)");
+    return it->second;
+  };
+  ORBIT_CHECK(get("format") == kFormat, path, ": not an Orbit checkpoint (format '", get("format"), "', expected '",
+              kFormat, "')");
+  ORBIT_CHECK(get("version") == std::to_string(kVersion), path, ": checkpoint version ", get("version"),
+              " is not supported (expected ", kVersion, ")");
+  TrainingState st;
+  try {
+    st.epoch = std::stoll(get("epoch"));
+    st.optimizer.kind = get("optimizer.kind");
+    st.optimizer.scalars = scalars_from(nlohmann::json::parse(get("optimizer.scalars")));
+    st.scheduler.kind = get("scheduler.kind");
+    st.scheduler.scalars = scalars_from(nlohmann::json::parse(get("scheduler.scalars")));
+    const auto rng = nlohmann::json::parse(get("rng"));
+    for (int i = 0; i < 4; ++i) st.rng.s[i] = rng.at("s").at(i).get<uint64_t>();
+    st.rng.has_spare = rng.at("has_spare").get<bool>();
+    st.rng.spare = rng.at("spare").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat(path, ": corrupt checkpoint metadata: ", e.what()));
+  } catch (const std::logic_error& e) {
+    throw Error(str_cat(path, ": corrupt checkpoint metadata: ", e.what()));
+  }
+  st.config_json = get("config");
+  st.history_json = get("history");
+  for (const auto& [k, t] : tensors) {
+    if (k.rfind("model.", 0) == 0) st.model.insert(k.substr(6), t);
+    else if (k.rfind("optimizer.", 0) == 0) st.optimizer.tensors.insert(k.substr(10), t);
+    else throw Error(str_cat(path, ": unexpected tensor '", k, "' in checkpoint"));
+  }
+  return st;
+}
+
+}  // namespace orbit

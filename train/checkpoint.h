@@ -1,0 +1,30 @@
+// Training checkpoints: everything needed to resume a run exactly — model state, optimizer state,
+// scheduler state, the random generator, the number of finished epochs, the resolved config and the
+// history so far — in one safetensors file (tensors "model.*" and "optimizer.*", the rest as JSON in
+// the metadata). Writes are atomic, so an interrupted save never destroys the previous checkpoint.
+#pragma once
+
+#include <string>
+
+#include "engine/random.h"
+#include "layers/module.h"
+#include "train/optim.h"
+#include "train/scheduler.h"
+
+namespace orbit {
+
+struct TrainingState {
+  int64_t epoch = 0;  // epochs completed
+  StateDict model;
+  OptimizerState optimizer;
+  SchedulerState scheduler;  // kind empty: no scheduler
+  Generator::State rng{};
+  std::string config_json;   // the resolved config of the run
+  std::string history_json;  // per-epoch metrics so far
+};
+
+void save_checkpoint(const std::string& path, const TrainingState& state);
+// Throws naming the file when it is not an Orbit checkpoint of a supported version.
+TrainingState load_checkpoint(const std::string& path);
+
+}  // namespace orbit
