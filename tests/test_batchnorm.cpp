@@ -9,6 +9,7 @@
 #include "tests/test_util.h"
 
 using namespace orbit;
+using orbit::testing::expect_error;
 using orbit::testing::all_close;
 using orbit::testing::gradcheck;
 using orbit::testing::random_input;
@@ -124,28 +125,18 @@ TEST(BatchNorm, MatchesPyTorch) {
 }
 
 TEST(BatchNorm, Errors) {
-  auto expect_error = [](const std::function<void()>& f, const std::string& fragment) {
-    try {
-      f();
-      ADD_FAILURE() << "no error; expected one mentioning '" << fragment << "'";
-    } catch (const Error& e) {
-      const std::string msg = e.what();
-      EXPECT_NE(msg.find("batch_norm"), std::string::npos) << msg;
-      EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
-    }
-  };
   Tensor x = Tensor::zeros({4, 3, 2});
   Tensor c3 = Tensor::zeros({3}), c2 = Tensor::zeros({2});
-  expect_error([&] { batch_norm(Tensor::zeros({3}), c3, c3, Tensor(), Tensor(), true); }, "at least 2 dims");
-  expect_error([&] { batch_norm(x, c2, c3, Tensor(), Tensor(), true); }, "running_mean must be [3]");
-  expect_error([&] { batch_norm(x, c3, c2, Tensor(), Tensor(), false); }, "running_var must be [3]");
-  expect_error([&] { batch_norm(x, c3, c3, c2, Tensor(), true); }, "weight must be [3]");
-  expect_error([&] { batch_norm(x, c3, c3, c3, Tensor::zeros({3, 1}), true); }, "bias must be [3]");
+  expect_error([&] { batch_norm(Tensor::zeros({3}), c3, c3, Tensor(), Tensor(), true); }, {"batch_norm", "at least 2 dims"});
+  expect_error([&] { batch_norm(x, c2, c3, Tensor(), Tensor(), true); }, {"batch_norm", "running_mean must be [3]"});
+  expect_error([&] { batch_norm(x, c3, c2, Tensor(), Tensor(), false); }, {"batch_norm", "running_var must be [3]"});
+  expect_error([&] { batch_norm(x, c3, c3, c2, Tensor(), true); }, {"batch_norm", "weight must be [3]"});
+  expect_error([&] { batch_norm(x, c3, c3, c3, Tensor::zeros({3, 1}), true); }, {"batch_norm", "bias must be [3]"});
   expect_error([&] { batch_norm(Tensor::zeros({1, 3}), c3, c3, Tensor(), Tensor(), true); },
-               "more than 1 value per channel");
-  expect_error([&] { batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), false); }, "required");
-  expect_error([&] { batch_norm(x, c3, Tensor(), Tensor(), Tensor(), true); }, "both");
-  expect_error([&] { batch_norm(x, c3.to(DType::F64), c3, Tensor(), Tensor(), true); }, "dtype");
+               {"batch_norm", "more than 1 value per channel"});
+  expect_error([&] { batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), false); }, {"batch_norm", "required"});
+  expect_error([&] { batch_norm(x, c3, Tensor(), Tensor(), Tensor(), true); }, {"batch_norm", "both"});
+  expect_error([&] { batch_norm(x, c3.to(DType::F64), c3, Tensor(), Tensor(), true); }, {"batch_norm", "dtype"});
   // A single value per channel is fine in eval mode.
   EXPECT_NO_THROW(batch_norm(Tensor::zeros({1, 3}), c3, Tensor::ones({3}), Tensor(), Tensor(), false));
 }

@@ -23,6 +23,7 @@
 
 using namespace orbit;
 using namespace orbit::data;
+using orbit::testing::expect_error;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -57,18 +58,6 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary);
   f << text;
-}
-
-// Expects `f` to throw orbit::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an orbit::Error containing '" << parts.front() << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
 }
 
 // A dataset of n images [1, 2, 2] whose pixels all equal the row index, labels row % 3.

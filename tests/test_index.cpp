@@ -7,6 +7,7 @@
 #include "tests/test_util.h"
 
 using namespace orbit;
+using orbit::testing::expect_error;
 using orbit::testing::all_close;
 using orbit::testing::gradcheck;
 using orbit::testing::random_input;
@@ -22,19 +23,6 @@ Tensor random_index(const Shape& shape, int64_t n, uint64_t seed) {
   std::vector<int64_t> v(shape_numel(shape));
   for (auto& e : v) e = g.randint(n);
   return Tensor::from_vector(v, shape);
-}
-
-// Expects `f` to throw orbit::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected orbit::Error mentioning '" << parts[0] << "'";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message: " << e.what()
-                                                                  << "\nmissing: " << p;
-  }
 }
 
 // Row-major multi-index of flat position e in shape s.

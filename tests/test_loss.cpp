@@ -13,6 +13,9 @@
 #include "tests/test_util.h"
 
 using namespace orbit;
+using orbit::testing::expect_error;
+using orbit::testing::kFixtureTol;
+using orbit::testing::matches;
 using orbit::testing::all_close;
 using orbit::testing::Fixture;
 using orbit::testing::fixture_cases;
@@ -22,28 +25,6 @@ using orbit::testing::random_input;
 using orbit::testing::scaled_error;
 
 namespace {
-
-constexpr double kFixtureTol = 1e-4;
-
-::testing::AssertionResult matches(const Tensor& got, const Tensor& ref, double tol = kFixtureTol) {
-  if (got.shape() != ref.shape())
-    return ::testing::AssertionFailure() << "shape " << shape_str(got.shape()) << " vs " << shape_str(ref.shape());
-  const double e = scaled_error(got, ref);
-  if (e <= tol) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "scaled error " << e << " > " << tol;
-}
-
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected orbit::Error mentioning '" << parts[0] << "'";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "message: " << e.what()
-                                                                  << "\nmissing: " << p;
-  }
-}
 
 Reduction reduction_of(const std::string& s) {
   if (s == "none") return Reduction::None;

@@ -8,6 +8,7 @@
 #include "tests/test_util.h"
 
 using namespace orbit;
+using orbit::testing::expect_error;
 using orbit::testing::all_close;
 using orbit::testing::gradcheck;
 using orbit::testing::random_input;
@@ -30,16 +31,6 @@ Pool2dParams pool_params(const nlohmann::json& c) {
   return p;
 }
 
-void expect_error(const std::function<void()>& f, const std::string& op, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << fragment << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(op), std::string::npos) << msg;
-    EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
-  }
-}
 
 }  // namespace
 
@@ -181,21 +172,21 @@ TEST(Pool, MaxPoolIndicesMatchPyTorch) {
 
 TEST(Pool, Errors) {
   Tensor x = Tensor::zeros({1, 2, 6, 6});
-  expect_error([&] { max_pool2d(Tensor::zeros({6, 6}), 2); }, "max_pool2d", "[6, 6]");
-  expect_error([&] { max_pool2d(x, 0); }, "max_pool2d", "kernel");
-  expect_error([&] { max_pool2d(x, 2, -1); }, "max_pool2d", "stride");
-  expect_error([&] { max_pool2d(x, 3, 1, 2); }, "max_pool2d", "half the kernel");
-  expect_error([&] { max_pool2d(x, 2, 2, -1); }, "max_pool2d", "non-negative");
-  expect_error([&] { max_pool2d(x, 3, 1, 0, 0); }, "max_pool2d", "dilation");
-  expect_error([&] { max_pool2d(x, 7); }, "max_pool2d", "too small");
-  expect_error([&] { max_pool2d(x, 3, 1, 0, 3); }, "max_pool2d", "too small");
-  expect_error([&] { avg_pool2d(Tensor::zeros({1, 1, 2, 2, 2}), 2); }, "avg_pool2d", "4-D");
-  expect_error([&] { avg_pool2d(x, 2, 1, 2); }, "avg_pool2d", "half the kernel");
-  expect_error([&] { avg_pool2d(x, 8); }, "avg_pool2d", "too small");
+  expect_error([&] { max_pool2d(Tensor::zeros({6, 6}), 2); }, {"max_pool2d", "[6, 6]"});
+  expect_error([&] { max_pool2d(x, 0); }, {"max_pool2d", "kernel"});
+  expect_error([&] { max_pool2d(x, 2, -1); }, {"max_pool2d", "stride"});
+  expect_error([&] { max_pool2d(x, 3, 1, 2); }, {"max_pool2d", "half the kernel"});
+  expect_error([&] { max_pool2d(x, 2, 2, -1); }, {"max_pool2d", "non-negative"});
+  expect_error([&] { max_pool2d(x, 3, 1, 0, 0); }, {"max_pool2d", "dilation"});
+  expect_error([&] { max_pool2d(x, 7); }, {"max_pool2d", "too small"});
+  expect_error([&] { max_pool2d(x, 3, 1, 0, 3); }, {"max_pool2d", "too small"});
+  expect_error([&] { avg_pool2d(Tensor::zeros({1, 1, 2, 2, 2}), 2); }, {"avg_pool2d", "4-D"});
+  expect_error([&] { avg_pool2d(x, 2, 1, 2); }, {"avg_pool2d", "half the kernel"});
+  expect_error([&] { avg_pool2d(x, 8); }, {"avg_pool2d", "too small"});
   Pool2dParams p;
   p.kernel_h = p.kernel_w = 2, p.stride_h = p.stride_w = 2, p.dilation_h = 2;
-  expect_error([&] { avg_pool2d(x, p); }, "avg_pool2d", "dilation");
-  expect_error([&] { adaptive_avg_pool2d(x, 0, 2); }, "adaptive_avg_pool2d", "positive");
-  expect_error([&] { adaptive_avg_pool2d(Tensor::zeros({2, 6}), 2, 2); }, "adaptive_avg_pool2d", "[2, 6]");
-  expect_error([&] { max_pool2d(Tensor::zeros({1, 1, 4, 4}, DType::I64), 2); }, "max_pool2d", "floating");
+  expect_error([&] { avg_pool2d(x, p); }, {"avg_pool2d", "dilation"});
+  expect_error([&] { adaptive_avg_pool2d(x, 0, 2); }, {"adaptive_avg_pool2d", "positive"});
+  expect_error([&] { adaptive_avg_pool2d(Tensor::zeros({2, 6}), 2, 2); }, {"adaptive_avg_pool2d", "[2, 6]"});
+  expect_error([&] { max_pool2d(Tensor::zeros({1, 1, 4, 4}, DType::I64), 2); }, {"max_pool2d", "floating"});
 }

@@ -50,6 +50,30 @@ inline double scaled_error(const Tensor& a, const Tensor& b) {
   return num / den;
 }
 
+// Float32 results against the PyTorch fixtures: the largest error, scaled by the reference's largest
+// magnitude, may be 1e-4 (float32 rounding through a few hundred operations stays well below that).
+constexpr double kFixtureTol = 1e-4;
+
+inline ::testing::AssertionResult matches(const Tensor& got, const Tensor& ref, double tol = kFixtureTol) {
+  if (got.shape() != ref.shape())
+    return ::testing::AssertionFailure() << "shape " << shape_str(got.shape()) << " vs " << shape_str(ref.shape());
+  const double e = scaled_error(got, ref);
+  if (e <= tol) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "scaled error " << e << " > " << tol;
+}
+
+// Expects `f` to throw orbit::Error whose message contains every one of `parts`.
+template <class F>
+void expect_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an orbit::Error mentioning '" << parts.front() << "'";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  }
+}
+
 struct GradCheckOptions {
   double eps = 1e-6;        // central-difference step (inputs are float64)
   double threshold = 1e-5;  // |analytic - numeric| <= threshold * max(|analytic|, |numeric|, 1)
