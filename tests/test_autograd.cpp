@@ -88,3 +88,16 @@ TEST(Autograd, BroadcastingBinaryOps) {
   };
   EXPECT_TRUE(gradcheck(f, {random_input({2, 1, 4}, 7), random_input({3, 1}, 8)}));
 }
+
+TEST(Autograd, CopiesAndConversionsAreDifferentiable) {
+  // contiguous() of a transposed view and clone() copy; their gradient is the identity.
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return add(in[0].t().contiguous(), in[0].t().clone()); },
+                        {random_input({3, 2}, 11)}));
+  // to(dtype): the gradient is converted back to the input's dtype.
+  Tensor x = random_input({4}, 12);
+  Tensor y = x.to(DType::F32);
+  EXPECT_EQ(y.dtype(), DType::F32);
+  sum(mul(y, 3.0)).backward();
+  EXPECT_EQ(x.grad().dtype(), DType::F64);
+  EXPECT_TRUE(all_close(x.grad(), Tensor::full({4}, 3.0, DType::F64), 0));
+}

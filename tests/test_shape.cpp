@@ -35,6 +35,8 @@ TEST(Shape, PadModes) {
   EXPECT_EQ(pad(x, {2, 1}, PadMode::Constant, 9).to_vector<float>(), (std::vector<float>{9, 9, 0, 1, 2, 9}));
   EXPECT_EQ(pad(x, {2, 1}, PadMode::Circular).to_vector<float>(), (std::vector<float>{1, 2, 0, 1, 2, 0}));
   EXPECT_EQ(pad(x, {2, 1}, PadMode::Replicate).to_vector<float>(), (std::vector<float>{0, 0, 0, 1, 2, 2}));
+  EXPECT_EQ(pad(x, {2, 1}, PadMode::Reflect).to_vector<float>(), (std::vector<float>{2, 1, 0, 1, 2, 1}));
+  EXPECT_THROW(pad(x, {3, 0}, PadMode::Reflect), Error);
   EXPECT_EQ(pad(x, {0, 0, 1, 0}).shape(), (Shape{2, 3}));
   EXPECT_THROW(pad(x, {1}), Error);
   EXPECT_THROW(pad(x, {-1, 0}), Error);
@@ -50,4 +52,6 @@ TEST(Shape, Gradients) {
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return pad(in[0], {1, 2, 2, 0}, PadMode::Constant, 0.5); }, {x}));
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return pad(in[0], {1, 2, 2, 1}, PadMode::Circular); }, {x}));
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return pad(in[0], {2, 1, 1, 2}, PadMode::Replicate); }, {x}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return pad(in[0], {2, 1, 1, 2}, PadMode::Reflect); }, {x}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return chunk(in[0], 2, -1)[1]; }, {x}));
 }
