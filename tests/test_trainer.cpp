@@ -9,6 +9,7 @@
 #include "tests/test_util.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/plot.h"
 #include "train/trainer.h"
 #include "weights/weights.h"
 
@@ -189,4 +190,16 @@ TEST(Checkpoint, RoundTripAndRejectsOtherFiles) {
   EXPECT_EQ(r.model.at("w").to_vector<float>(), (std::vector<float>{0, 1, 2, 3}));
   save_safetensors(dir + "/plain.safetensors", {{"w", Tensor::ones({1})}});
   EXPECT_THROW(load_checkpoint(dir + "/plain.safetensors"), Error);
+}
+
+TEST(Plot, LineChartDrawsEverySeriesWithLegendAndTicks) {
+  Series a{"train <loss>", {1, 2, 3, 4}, {0.9, 0.5, 0.4, 0.35}}, b{"test", {1, 2, 3, 4}, {0.8, 0.6, 0.5, 0.45}};
+  const std::string svg = svg_line_chart("curves", "epoch", "loss", {a, b});
+  size_t polylines = 0;
+  for (size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) ++polylines;
+  EXPECT_EQ(polylines, 2u);
+  EXPECT_NE(svg.find("train &lt;loss&gt;"), std::string::npos);  // escaped legend text
+  EXPECT_NE(svg.find(">3</text>"), std::string::npos);           // integer epoch ticks ...
+  EXPECT_EQ(svg.find(">2.5</text>"), std::string::npos);         // ... and no fractional ones
+  EXPECT_THROW(svg_line_chart("bad", "x", "y", {Series{"s", {1, 2}, {1}}}), Error);
 }

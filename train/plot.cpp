@@ -24,11 +24,13 @@ std::string escape(const std::string& s) {
 }
 
 // About five "nice" tick values (1, 2, 5 times a power of ten) covering [lo, hi].
-std::vector<double> nice_ticks(double lo, double hi) {
+// With integer_steps (integer data such as epochs), the step is at least 1.
+std::vector<double> nice_ticks(double lo, double hi, bool integer_steps = false) {
   const double span = hi - lo;
   const double raw = span / 5;
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
-  const double step = raw / mag < 1.5 ? mag : raw / mag < 3.5 ? 2 * mag : raw / mag < 7.5 ? 5 * mag : 10 * mag;
+  double step = raw / mag < 1.5 ? mag : raw / mag < 3.5 ? 2 * mag : raw / mag < 7.5 ? 5 * mag : 10 * mag;
+  if (integer_steps) step = std::max(step, 1.0);
   std::vector<double> t;
   for (double v = std::ceil(lo / step) * step; v <= hi + 1e-9 * span; v += step) t.push_back(std::abs(v) < 1e-12 * step ? 0.0 : v);
   return t;
@@ -46,10 +48,12 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
                            const std::vector<Series>& series, int width, int height) {
   static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+  bool integer_x = true;
   for (const auto& s : series) {
     ORBIT_CHECK(s.x.size() == s.y.size(), "svg_line_chart: series '", s.name, "' has ", s.x.size(), " x and ", s.y.size(), " y values");
     for (size_t i = 0; i < s.x.size(); ++i) {
       if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
+      integer_x = integer_x && s.x[i] == std::floor(s.x[i]);
       xmin = std::min(xmin, s.x[i]);
       xmax = std::max(xmax, s.x[i]);
       ymin = std::min(ymin, s.y[i]);
@@ -75,7 +79,7 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
     o << "<line x1=\"" << L << "\" x2=\"" << R << "\" y1=\"" << py(t) << "\" y2=\"" << py(t) << "\" stroke=\"#e5e5e5\"/>\n";
     o << "<text x=\"" << L - 6 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">" << num(t) << "</text>\n";
   }
-  for (double t : nice_ticks(xmin, xmax)) {
+  for (double t : nice_ticks(xmin, xmax, integer_x)) {
     o << "<line x1=\"" << px(t) << "\" x2=\"" << px(t) << "\" y1=\"" << B << "\" y2=\"" << B + 4 << "\" stroke=\"black\"/>\n";
     o << "<text x=\"" << px(t) << "\" y=\"" << B + 18 << "\" text-anchor=\"middle\">" << num(t) << "</text>\n";
   }
