@@ -19,16 +19,24 @@ endif
 BUILD_DEPS := cmake:/usr/bin/cmake g++:/usr/bin/g++ make:/usr/bin/make \
               nlohmann-json3-dev:/usr/include/nlohmann/json.hpp libstb-dev:/usr/include/stb/stb_image.h \
               libgtest-dev:/usr/include/gtest/gtest.h
-DATA_DEPS  := npm:npm
+# The peers of `make bench`: oneDNN's SGEMM and PyTorch CPU.
+BENCH_DEPS := libdnnl-dev:/usr/include/dnnl.h python3-torch:/usr/lib/python3/dist-packages/torch/__init__.py
 
-.PHONY: all build deps demo test data bench fixtures install clean
+.PHONY: all build deps bench-deps install-packages demo test data bench fixtures install clean
 
 all: build
 
 # Installs missing Debian packages when run as root; otherwise names them and stops.
 deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(BUILD_DEPS)"
+
+# Not fatal: without the peers the benchmarks print Orbit's numbers alone and say so.
+bench-deps:
+	-@$(MAKE) --no-print-directory install-packages PACKAGES="$(BENCH_DEPS)"
+
+install-packages:
 	@missing=""; \
-	for pair in $(BUILD_DEPS); do \
+	for pair in $(PACKAGES); do \
 	  pkg=$${pair%%:*}; file=$${pair#*:}; \
 	  [ -e "$$file" ] || missing="$$missing $$pkg"; \
 	done; \
@@ -65,7 +73,9 @@ demo: build data
 	$(BUILD)/orbit train --config train/configs/fashion_cnn.json --threads $(THREADS)
 
 # Benchmarks against the peers measured in the same run (oneDNN SGEMM, PyTorch CPU).
-bench: build
+bench: bench-deps build
+	@cmake -S . -B $(BUILD) -UDNNL_LIBRARY -UDNNL_INCLUDE > /dev/null  # find oneDNN if it was just installed
+	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv
 	$(BUILD)/tests/orbit_bench_gemm --threads $(THREADS)
 	$(BUILD)/tests/orbit_bench_conv --threads $(THREADS) --python $(PYTHON)
 
