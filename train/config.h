@@ -45,7 +45,9 @@ class ConfigSchema {
 
 // Reads a JSON file, naming the file and the parse error position on failure.
 nlohmann::json read_json_file(const std::string& path);
-// Writes JSON atomically (temporary file, then rename), so a crash never leaves half a file.
+// Writes text atomically (temporary file, then rename), so a crash never leaves half a file.
+void write_text_file(const std::string& path, const std::string& text);
+// write_text_file of the JSON, indented.
 void write_json_file(const std::string& path, const nlohmann::json& j);
 
 }  // namespace orbit

@@ -114,7 +114,7 @@ int cmd_train(int argc, char** argv) {
   if (a.opts.count("out")) config["out_dir"] = a.opts["out"];
   TrainOptions opts;
   opts.resume = !has_flag(a, "fresh");
-  const nlohmann::json resolved = train_config_schema().resolve(config);  // fail fast, before loading data
+  const nlohmann::json resolved = train_config_schema().resolve(config);  // for target_accuracy and its default
   TrainResult r = train_classifier(resolved, opts);
   const double target = resolved["target_accuracy"];
   std::printf("test accuracy %.2f%% after %zu epochs (results in %s/results.json)\n", 100 * r.test_accuracy,

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
 #include "engine/error.h"
@@ -103,17 +102,6 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   }
   o << "</svg>\n";
   return o.str();
-}
-
-void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    ORBIT_CHECK(out.good(), "cannot write ", tmp);
-    out << text;
-    ORBIT_CHECK(out.good(), "error while writing ", tmp);
-  }
-  ORBIT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
 }
 
 }  // namespace orbit

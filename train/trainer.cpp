@@ -1,7 +1,5 @@
 #include "train/trainer.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
