@@ -1,11 +1,14 @@
 // Image classification datasets in memory (data/dataset.h).
 #include "data/dataset.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 
+#include "data/cifar.h"
 #include "data/idx.h"
+#include "data/image_folder.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 
@@ -180,7 +183,45 @@ std::pair<std::string, std::string> idx_file_names(Split split) {
   return {p + "-images-idx3-ubyte", p + "-labels-idx1-ubyte"};
 }
 
-std::vector<std::string> known_datasets() { return {"mnist", "fashion-mnist"}; }
+std::vector<std::string> known_datasets() { return {"mnist", "fashion-mnist", "cifar10"}; }
+
+namespace {
+const char kFolderPrefix[] = "folder:";
+constexpr size_t kFolderPrefixLen = sizeof(kFolderPrefix) - 1;
+
+bool is_folder_name(const std::string& name) {
+  return name.size() > kFolderPrefixLen && name.compare(0, kFolderPrefixLen, kFolderPrefix) == 0;
+}
+
+// "folder:PATH": PATH/<split>/, whose class folders must match the other split's when it exists.
+ImageClassificationDataset load_folder_dataset(const std::string& name, Split split) {
+  const std::filesystem::path base = name.substr(kFolderPrefixLen);
+  const std::filesystem::path dir = base / split_name(split);
+  const std::filesystem::path other = base / split_name(split == Split::Train ? Split::Test : Split::Train);
+  ORBIT_CHECK(std::filesystem::is_directory(dir), "load_dataset: ", name, " (", split_name(split), "): missing folder ",
+              dir.string(), "; expected ", (base / "train").string(), "/<class>/<image> and ",
+              (base / "test").string(), "/<class>/<image> (see data/README.md)");
+  if (std::filesystem::is_directory(other)) {
+    const auto a = image_folder_classes(dir.string()), b = image_folder_classes(other.string());
+    if (a != b) {
+      auto list = [](const std::vector<std::string>& v) {
+        std::string s;
+        for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+        return s;
+      };
+      throw Error(str_cat("load_dataset: ", name, ": the class folders of ", dir.string(), " (", list(a),
+                          ") differ from those of ", other.string(), " (", list(b),
+                          "); both splits need the same classes so that labels agree"));
+    }
+  }
+  return load_image_folder(dir.string(), 0, name + "/" + split_name(split));
+}
+}  // namespace
+
+bool is_known_dataset(const std::string& name) {
+  const auto k = known_datasets();
+  return std::find(k.begin(), k.end(), name) != k.end() || is_folder_name(name);
+}
 
 const std::vector<std::string>& mnist_classes() {
   static const std::vector<std::string> names = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
@@ -194,13 +235,22 @@ const std::vector<std::string>& fashion_mnist_classes() {
 }
 
 ImageClassificationDataset load_dataset(const std::string& name, Split split, const std::string& root) {
+  if (is_folder_name(name)) return load_folder_dataset(name, split);
+  if (name == "cifar10") {
+    const std::filesystem::path dir = std::filesystem::path(root) / "cifar-10-batches-bin";
+    ORBIT_CHECK(std::filesystem::is_directory(dir), "load_dataset: cifar10 (", split_name(split), "): missing folder ",
+                dir.string(), ". Download cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+                "and unpack it in ", root, " (see data/README.md)");
+    return load_cifar10(dir.string(), split);
+  }
   const std::vector<std::string>* classes = nullptr;
   if (name == "mnist") classes = &mnist_classes();
   if (name == "fashion-mnist") classes = &fashion_mnist_classes();
   if (!classes) {
     std::string known;
     for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
-    throw Error(str_cat("load_dataset: unknown dataset '", name, "' (known datasets: ", known, ")"));
+    throw Error(str_cat("load_dataset: unknown dataset '", name, "' (known datasets: ", known,
+                        ", or folder:PATH for image folders PATH/train/<class>/ and PATH/test/<class>/)"));
   }
   const auto [img_file, lab_file] = idx_file_names(split);
   const std::filesystem::path dir = std::filesystem::path(root) / name;

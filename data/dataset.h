@@ -1,5 +1,7 @@
 // In-memory image classification datasets: images [N, C, H, W] float32 and int64 labels [N], loaded
-// from IDX file pairs (MNIST, Fashion-MNIST), with subsets and per-channel normalization.
+// from IDX file pairs (MNIST, Fashion-MNIST), CIFAR-10 batches (data/cifar.h) or image folders
+// (data/image_folder.h), with subsets and per-channel normalization. Class selection, stratified
+// subsets and k-fold splits are in data/split.h.
 #pragma once
 
 #include <cstdint>
@@ -63,12 +65,22 @@ const char* split_name(Split s);  // "train" / "test"
 // {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}.
 std::pair<std::string, std::string> idx_file_names(Split split);
 
-// The datasets `make data` provides, by name: "mnist", "fashion-mnist".
+// The named datasets: "mnist", "fashion-mnist" (made by `make data`) and "cifar10" (the official
+// binary files, see data/README.md). load_dataset also accepts "folder:PATH" (not listed here, as PATH
+// is free): an image folder tree PATH/train/<class>/<image> and PATH/test/<class>/<image>.
 std::vector<std::string> known_datasets();
+// True for a name load_dataset accepts: one of known_datasets(), or "folder:" followed by a path.
+bool is_known_dataset(const std::string& name);
 const std::vector<std::string>& mnist_classes();          // "0" ... "9"
 const std::vector<std::string>& fashion_mnist_classes();  // "T-shirt/top", "Trouser", ...
-// Loads ROOT/NAME/{train,t10k}-{images,labels}-idx*-ubyte with the dataset's class names.
-// An unknown name lists the known ones; missing files point at `make data`.
+// Loads a named dataset, named "<name>/<split>":
+//   "mnist", "fashion-mnist": ROOT/NAME/{train,t10k}-{images,labels}-idx*-ubyte with the dataset's
+//       class names; missing files point at `make data`;
+//   "cifar10": ROOT/cifar-10-batches-bin/ (the folder of the official archive), see data/cifar.h;
+//   "folder:PATH": PATH/train/ or PATH/test/ read by load_image_folder (data/image_folder.h) with the
+//       channels as stored; PATH is relative to the working directory, not ROOT. When the other
+//       split's folder exists too, both must have the same class folders (so labels agree).
+// An unknown name lists the accepted ones.
 ImageClassificationDataset load_dataset(const std::string& name, Split split,
                                         const std::string& root = "data");
 

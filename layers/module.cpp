@@ -114,6 +114,23 @@ std::string LoadResult::str() const {
 
 Module::Module(std::string name) : name_(std::move(name)) {}
 
+Tensor Module::operator()(const Tensor& x) {
+  Tensor y = forward(x);
+  if (!hooks_.empty()) {
+    const auto hooks = hooks_;  // a hook may remove itself
+    for (const auto& [id, hook] : hooks) hook(*this, x, y);
+  }
+  return y;
+}
+
+int64_t Module::add_forward_hook(ForwardHook hook) {
+  ORBIT_CHECK(static_cast<bool>(hook), name_, ": add_forward_hook got an empty function");
+  hooks_[next_hook_id_] = std::move(hook);
+  return next_hook_id_++;
+}
+
+void Module::remove_forward_hook(int64_t id) { hooks_.erase(id); }
+
 Tensor Module::forward(const Tensor&) {
   throw Error(str_cat(name_, ": this module has no single-tensor forward(); call its children or "
                              "the model-specific methods"));

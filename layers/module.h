@@ -11,6 +11,8 @@
 // every handle (layer members, optimizer parameter lists) stays valid.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -45,7 +47,15 @@ class Module : public std::enable_shared_from_this<Module> {
   // ------------------------------------------------------------------ computation
   // The default throws: containers without a single-tensor forward (ModuleList) keep it.
   virtual Tensor forward(const Tensor& x);
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  // forward(x), then this module's forward hooks in the order they were added. Containers and
+  // models call their children through operator(), so hooks see every submodule's output.
+  Tensor operator()(const Tensor& x);
+
+  // A forward hook sees the module, its input and its output (used to tap intermediate feature
+  // maps). add_forward_hook returns an id for remove_forward_hook; ForwardHookGuard removes on scope exit.
+  using ForwardHook = std::function<void(Module& module, const Tensor& input, const Tensor& output)>;
+  int64_t add_forward_hook(ForwardHook hook);
+  void remove_forward_hook(int64_t id);  // unknown ids are ignored
 
   const std::string& name() const { return name_; }
 
@@ -167,7 +177,23 @@ class Module : public std::enable_shared_from_this<Module> {
   OrderedDict<Tensor> params_;
   OrderedDict<Tensor> buffers_;
   std::vector<std::string> non_persistent_;
+  std::map<int64_t, ForwardHook> hooks_;
+  int64_t next_hook_id_ = 0;
   OrderedDict<std::shared_ptr<Module>> children_;
+};
+
+// Removes a forward hook when it goes out of scope.
+class ForwardHookGuard {
+ public:
+  ForwardHookGuard(std::shared_ptr<Module> module, Module::ForwardHook hook)
+      : module_(std::move(module)), id_(module_->add_forward_hook(std::move(hook))) {}
+  ~ForwardHookGuard() { module_->remove_forward_hook(id_); }
+  ForwardHookGuard(const ForwardHookGuard&) = delete;
+  ForwardHookGuard& operator=(const ForwardHookGuard&) = delete;
+
+ private:
+  std::shared_ptr<Module> module_;
+  int64_t id_;
 };
 
 inline std::ostream& operator<<(std::ostream& os, const Module& m) { return os << m.repr(); }

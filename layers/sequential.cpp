@@ -15,7 +15,7 @@ Sequential::Sequential(const std::vector<std::shared_ptr<Module>>& modules) : Mo
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
-  for (const auto& m : modules_) y = m->forward(y);
+  for (const auto& m : modules_) y = (*m)(y);
   return y;
 }
 

@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 
+#include "models/resnet_small.h"
 #include "models/small_cnn.h"
 
 namespace orbit {
@@ -20,6 +21,12 @@ std::map<std::string, Entry>& registry() {
       {"small_cnn",
        {"4-layer CNN for 28x28 images (Fashion-MNIST / MNIST), ~0.47M parameters",
         [](const ModelOptions& o) { return std::make_shared<SmallCNN>(o); }}},
+      {"resnet_small",
+       {"ResNet-18-like (2-2-2-2 basic blocks, widths 16-32-64-128) for small images such as 28x28",
+        [](const ModelOptions& o) { return std::make_shared<ResNetSmall>(o, 16); }}},
+      {"resnet_small32",
+       {"ResNet-18-like (2-2-2-2 basic blocks, widths 32-64-128-256) for small images such as 28x28",
+        [](const ModelOptions& o) { return std::make_shared<ResNetSmall>(o, 32); }}},
   };
   return r;
 }

@@ -33,10 +33,10 @@ SmallCNN::SmallCNN(const ModelOptions& o)
 Tensor SmallCNN::forward_features(const Tensor& x) {
   ORBIT_CHECK(x.dim() == 4 && x.size(1) == in_channels_ && x.size(2) == 28 && x.size(3) == 28,
               "SmallCNN: expected input [N, ", in_channels_, ", 28, 28], got ", shape_str(x.shape()));
-  return features_->forward(x);
+  return (*features_)(x);
 }
 
-Tensor SmallCNN::forward_head(const Tensor& f) { return classifier_->forward(f); }
+Tensor SmallCNN::forward_head(const Tensor& f) { return (*classifier_)(f); }
 
 void SmallCNN::reset_classifier(int64_t num_classes, Generator* gen) {
   ORBIT_CHECK(num_classes > 0, "SmallCNN::reset_classifier: expected num_classes > 0, got ", num_classes);

@@ -25,35 +25,11 @@ using namespace orbit;
 using namespace orbit::data;
 using orbit::testing::expect_error;
 namespace fs = std::filesystem;
+using orbit::testing::TempDir;
+using orbit::testing::write_bytes;
 using nlohmann::json;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with its contents at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("orbit_test_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary);
@@ -324,8 +300,8 @@ TEST(DataDataset, ValidateSubsetSliceNormalize) {
 
 TEST(DataDataset, NamedDatasets) {
   TempDir dir;
-  expect_error([&] { load_dataset("cifar10", Split::Train, dir.path().string()); },
-               {"unknown dataset 'cifar10'", "mnist", "fashion-mnist"});
+  expect_error([&] { load_dataset("imagenet", Split::Train, dir.path().string()); },
+               {"unknown dataset 'imagenet'", "mnist", "fashion-mnist", "cifar10", "folder:"});
   expect_error([&] { load_dataset("mnist", Split::Test, dir.path().string()); },
                {"t10k-images-idx3-ubyte", "make data"});
   EXPECT_EQ(fashion_mnist_classes().size(), 10u);

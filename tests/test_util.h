@@ -3,7 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -143,6 +147,40 @@ inline ::testing::AssertionResult gradcheck(const std::function<Tensor(const std
 }
 
 // A float64 leaf with standard-normal values (seeded), requiring grad.
+// Standard normal values without autograd history.
+inline Tensor randn(const Shape& shape, uint64_t seed, DType dtype = DType::F32) {
+  Generator gen(seed);
+  return Tensor::randn(shape, &gen, dtype);
+}
+
+// A fresh directory under the system temp dir, removed with its contents at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("orbit_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
 inline Tensor random_input(const Shape& shape, uint64_t seed, double scale = 1.0) {
   Generator g(seed);
   Tensor t = mul(Tensor::randn(shape, &g, DType::F64), scale);

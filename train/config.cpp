@@ -15,6 +15,8 @@ const char* type_name(ConfigSchema::Type t) {
     case ConfigSchema::Type::Bool: return "boolean";
     case ConfigSchema::Type::String: return "string";
     case ConfigSchema::Type::IntList: return "list of integers";
+    case ConfigSchema::Type::NumberList: return "list of numbers";
+    case ConfigSchema::Type::StringList: return "list of strings";
     case ConfigSchema::Type::Object: return "object";
   }
   return "?";
@@ -27,7 +29,7 @@ std::string range_str(const ConfigSchema::Field& f) {
     return s + "}";
   }
   if (f.type == ConfigSchema::Type::Int || f.type == ConfigSchema::Type::Number ||
-      f.type == ConfigSchema::Type::IntList) {
+      f.type == ConfigSchema::Type::IntList || f.type == ConfigSchema::Type::NumberList) {
     auto num = [](double v) {  // integral bounds print without a decimal point
       return v == static_cast<double>(static_cast<int64_t>(v)) ? std::to_string(static_cast<int64_t>(v))
                                                                : nlohmann::json(v).dump();
@@ -58,6 +60,14 @@ ConfigSchema& ConfigSchema::string(const std::string& key, nlohmann::json def, s
 }
 ConfigSchema& ConfigSchema::int_list(const std::string& key, nlohmann::json def, double min, double max, std::string help) {
   return add({key, Type::IntList, std::move(def), std::move(help), min, max, {}});
+}
+
+ConfigSchema& ConfigSchema::number_list(const std::string& key, nlohmann::json def, double min, double max, std::string help) {
+  return add({key, Type::NumberList, std::move(def), std::move(help), min, max, {}});
+}
+ConfigSchema& ConfigSchema::string_list(const std::string& key, nlohmann::json def, std::vector<std::string> choices,
+                                        std::string help) {
+  return add({key, Type::StringList, std::move(def), std::move(help), -1e300, 1e300, std::move(choices)});
 }
 
 nlohmann::json ConfigSchema::resolve(const nlohmann::json& user) const {
@@ -106,6 +116,22 @@ nlohmann::json ConfigSchema::resolve(const nlohmann::json& user) const {
         for (const auto& e : v)
           ORBIT_CHECK(e.is_number_integer() && in_range(e.get<double>()), name_, ": key \"", f.key, "\": ", expect);
         break;
+      case Type::NumberList:
+        ORBIT_CHECK(v.is_array(), name_, ": key \"", f.key, "\": ", expect);
+        for (const auto& e : v)
+          ORBIT_CHECK(e.is_number() && in_range(e.get<double>()), name_, ": key \"", f.key, "\": ", expect);
+        break;
+      case Type::StringList:
+        ORBIT_CHECK(v.is_array(), name_, ": key \"", f.key, "\": ", expect);
+        for (const auto& e : v) {
+          ORBIT_CHECK(e.is_string(), name_, ": key \"", f.key, "\": ", expect);
+          if (!f.choices.empty()) {
+            bool ok = false;
+            for (const auto& c : f.choices) ok |= c == e.get<std::string>();
+            ORBIT_CHECK(ok, name_, ": key \"", f.key, "\": ", expect);
+          }
+        }
+        break;
       case Type::Object:
         ORBIT_CHECK(v.is_object(), name_, ": key \"", f.key, "\": ", expect);
         break;
@@ -119,7 +145,7 @@ std::string ConfigSchema::describe() const {
   std::string s;
   for (const auto& f : fields_) {
     s += str_cat("  ", f.key, " (", type_name(f.type), f.default_value.is_null() ? ", required" : ", default " + f.default_value.dump(),
-                 f.choices.empty() && f.type != Type::Int && f.type != Type::Number ? "" : ", " + range_str(f), "): ", f.help, "\n");
+                 f.choices.empty() && f.type != Type::Int && f.type != Type::Number && f.type != Type::IntList && f.type != Type::NumberList ? "" : ", " + range_str(f), "): ", f.help, "\n");
   }
   return s;
 }

@@ -13,15 +13,15 @@ namespace orbit {
 
 class ConfigSchema {
  public:
-  enum class Type { Int, Number, Bool, String, IntList, Object };
+  enum class Type { Int, Number, Bool, String, IntList, NumberList, StringList, Object };
 
   struct Field {
     std::string key;
     Type type;
     nlohmann::json default_value;  // null: required
     std::string help;
-    double min = -1e300, max = 1e300;     // Int / Number / IntList elements
-    std::vector<std::string> choices;     // String
+    double min = -1e300, max = 1e300;     // Int / Number / IntList / NumberList elements
+    std::vector<std::string> choices;     // String / StringList elements
   };
 
   explicit ConfigSchema(std::string name) : name_(std::move(name)) {}
@@ -31,6 +31,9 @@ class ConfigSchema {
   ConfigSchema& boolean(const std::string& key, bool def, std::string help);
   ConfigSchema& string(const std::string& key, nlohmann::json def, std::vector<std::string> choices, std::string help);
   ConfigSchema& int_list(const std::string& key, nlohmann::json def, double min, double max, std::string help);
+  ConfigSchema& number_list(const std::string& key, nlohmann::json def, double min, double max, std::string help);
+  // A list of strings; with choices, every element must be one of them.
+  ConfigSchema& string_list(const std::string& key, nlohmann::json def, std::vector<std::string> choices, std::string help);
 
   // Validates `user` (an object) and returns it with defaults filled in.
   nlohmann::json resolve(const nlohmann::json& user) const;

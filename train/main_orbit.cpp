@@ -1,5 +1,7 @@
 // The `orbit` command line.
 //
+//   orbit pretrain|finetune|sweep --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
+//   orbit study|report --config FILE [--threads N] [--fresh]
 //   orbit train --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
 //   orbit evaluate --weights FILE [--model NAME] [--dataset NAME] [--data-dir DIR] [--split train|test] [--threads N]
 //   orbit models
@@ -7,6 +9,7 @@
 //   orbit help | --help | version
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
@@ -20,6 +23,9 @@
 #include "engine/parallel.h"
 #include "models/registry.h"
 #include "train/config.h"
+#include "train/finetune.h"
+#include "train/report.h"
+#include "train/study.h"
 #include "train/trainer.h"
 #include "weights/weights.h"
 
@@ -30,6 +36,28 @@ namespace {
 const char* kUsage = R"(orbit: equivariant fine-tuning engine (CPU build)
 
 usage:
+  orbit pretrain --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
+      Trains a model from scratch as the run config describes (typically with "augment": "rotation"
+      or "group"), then evaluates it once on the test set and its group orbits. Writes DIR/config.json,
+      results.json, history.json, loss.svg, angle.svg, checkpoint.safetensors and model.safetensors.
+  orbit finetune --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
+      The same with "weights" (a model.safetensors of an earlier run) and the method's keys: lambda and
+      the regularizer (discrepancy, samples, stop_gradient, taps, preserve), augment, equitune.
+  orbit sweep --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
+      Chooses lambda (lambda_grid) and the learning rate (lr_grid) by cv_folds-fold cross-validation
+      on the training set, then trains with them and evaluates once on the test set (DIR/final/).
+  orbit study --config FILE [--threads N] [--fresh]
+      Pretraining, every method in every data regime with every seed, cross-validation where asked,
+      and the report (out_dir/report.md with plots). Finished runs are reused.
+  orbit report --config FILE
+      Rebuilds a study's report from its finished runs.
+  orbit evaluate --config FILE --weights FILE [--split test|train] [--threads N]
+      Test metrics of a run's weights: accuracy, orbit accuracy, consistency and equivariance error
+      for each of the config's eval_groups, accuracy against the angle; JSON on stdout.
+  orbit config [--run]   every key of a run config (--run) or of a `train` config
+  Every run resumes from DIR/checkpoint.safetensors when it exists (unless --fresh). --set overrides
+  one config key (value parsed as JSON, or taken as a string).
+
   orbit train --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
       Trains a classifier as the JSON config describes; resumes from DIR/checkpoint.safetensors
       when it exists (unless --fresh). --set overrides one config key (value parsed as JSON, or
@@ -40,7 +68,6 @@ usage:
       Accuracy, loss and per-class accuracy of saved weights (normalized with the training split's
       statistics, as during training).
   orbit models      the registered models
-  orbit config      every training-config key with its type, default and range
   orbit version
 )";
 
@@ -93,9 +120,7 @@ void apply_threads(const Args& a) {
   set_num_threads(n);
 }
 
-int cmd_train(int argc, char** argv) {
-  Args a = parse_args(argc, argv, 2, {"config", "set", "out", "threads"}, {"fresh"});
-  apply_threads(a);
+nlohmann::json load_config(Args& a) {
   nlohmann::json config = nlohmann::json::object();
   if (a.opts.count("config")) config = read_json_file(a.opts["config"]);
   ORBIT_CHECK(config.is_object(), a.opts["config"], ": the config must be a JSON object");
@@ -112,6 +137,60 @@ int cmd_train(int argc, char** argv) {
     config[key] = v;
   }
   if (a.opts.count("out")) config["out_dir"] = a.opts["out"];
+  return config;
+}
+
+// pretrain / finetune / sweep.
+int cmd_run(const std::string& cmd, int argc, char** argv) {
+  Args a = parse_args(argc, argv, 2, {"config", "set", "out", "threads"}, {"fresh"});
+  apply_threads(a);
+  ORBIT_CHECK(a.opts.count("config") || !a.sets.empty(), cmd, ": --config FILE is required (see `orbit config --run` for the keys)");
+  nlohmann::json config = load_config(a);
+  const nlohmann::json resolved = resolve_run_config(config);  // every key checked before any work
+  if (cmd == "finetune")
+    ORBIT_CHECK(!resolved["weights"].get<std::string>().empty(), "finetune: the config needs \"weights\" (a model.safetensors "
+                "written by `orbit pretrain`); to train from scratch use `orbit pretrain`");
+  RunOptions opts;
+  opts.resume = !has_flag(a, "fresh");
+  RunResult r = cmd == "sweep" ? run_sweep(config, opts) : run_training(config, opts);
+  std::printf("%s\n(results in %s/results.json)\n", summarize_metrics(r.results).c_str(), r.out_dir.c_str());
+  return 0;
+}
+
+int cmd_study(const std::string& cmd, int argc, char** argv) {
+  Args a = parse_args(argc, argv, 2, {"config", "threads"}, {"fresh"});
+  apply_threads(a);
+  ORBIT_CHECK(a.opts.count("config"), cmd, ": --config FILE is required");
+  const nlohmann::json study = read_json_file(a.opts["config"]);
+  resolve_study_config(study);
+  if (cmd == "report") {
+    write_study_report(study);
+  } else {
+    StudyOptions o;
+    o.resume = !has_flag(a, "fresh");
+    run_study(study, o);
+  }
+  const std::string report = study["out_dir"].get<std::string>() + "/report.md";
+  std::ifstream in(report);
+  std::printf("%s", std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()).c_str());
+  return 0;
+}
+
+int cmd_evaluate_run(Args& a) {
+  ORBIT_CHECK(a.opts.count("weights"), "evaluate: --weights FILE is required");
+  const std::string split_s = a.opts.count("split") ? a.opts["split"] : "test";
+  ORBIT_CHECK(split_s == "test" || split_s == "train", "evaluate: --split must be 'train' or 'test', got '", split_s, "'");
+  nlohmann::json config = load_config(a);
+  const nlohmann::json r = evaluate_weights(config, a.opts["weights"], split_s == "test" ? data::Split::Test : data::Split::Train);
+  std::fprintf(stderr, "%s\n", summarize_metrics(r).c_str());
+  std::printf("%s\n", r.dump(2).c_str());
+  return 0;
+}
+
+int cmd_train(int argc, char** argv) {
+  Args a = parse_args(argc, argv, 2, {"config", "set", "out", "threads"}, {"fresh"});
+  apply_threads(a);
+  nlohmann::json config = load_config(a);
   TrainOptions opts;
   opts.resume = !has_flag(a, "fresh");
   const nlohmann::json resolved = train_config_schema().resolve(config);  // for target_accuracy and its default
@@ -128,8 +207,9 @@ int cmd_train(int argc, char** argv) {
 }
 
 int cmd_evaluate(int argc, char** argv) {
-  Args a = parse_args(argc, argv, 2, {"weights", "model", "dataset", "data-dir", "split", "threads"}, {});
+  Args a = parse_args(argc, argv, 2, {"weights", "model", "dataset", "data-dir", "split", "threads", "config", "set"}, {});
   apply_threads(a);
+  if (a.opts.count("config")) return cmd_evaluate_run(a);
   ORBIT_CHECK(a.opts.count("weights"), "evaluate: --weights FILE is required");
   const std::string model_name = a.opts.count("model") ? a.opts["model"] : "small_cnn";
   const std::string dataset = a.opts.count("dataset") ? a.opts["dataset"] : "fashion-mnist";
@@ -163,6 +243,8 @@ int cmd_evaluate(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const std::string cmd = argc > 1 ? argv[1] : "help";
+    if (cmd == "pretrain" || cmd == "finetune" || cmd == "sweep") return cmd_run(cmd, argc, argv);
+    if (cmd == "study" || cmd == "report") return cmd_study(cmd, argc, argv);
     if (cmd == "train") return cmd_train(argc, argv);
     if (cmd == "evaluate") return cmd_evaluate(argc, argv);
     if (cmd == "models") {
@@ -170,7 +252,11 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "config") {
-      std::printf("training config keys:\n%s", train_config_schema().describe().c_str());
+      if (argc > 2 && std::string(argv[2]) == "--run") {
+        std::printf("run config keys (pretrain, finetune, sweep, evaluate):\n%s", run_config_schema().describe().c_str());
+        return 0;
+      }
+      std::printf("training config keys (train):\n%s", train_config_schema().describe().c_str());
       return 0;
     }
     if (cmd == "version" || cmd == "--version") {

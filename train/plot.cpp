@@ -9,18 +9,19 @@
 
 namespace orbit {
 
-namespace {
-
-std::string escape(const std::string& s) {
+std::string svg_escape(const std::string& s) {
   std::string o;
   for (char c : s) {
     if (c == '<') o += "&lt;";
     else if (c == '>') o += "&gt;";
     else if (c == '&') o += "&amp;";
+    else if (c == '"') o += "&quot;";
     else o += c;
   }
   return o;
 }
+
+namespace {
 
 // About five "nice" tick values (1, 2, 5 times a power of ten) covering [lo, hi].
 // With integer_steps (integer data such as epochs), the step is at least 1.
@@ -73,7 +74,7 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  o << "<text x=\"" << (L + R) / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << escape(title) << "</text>\n";
+  o << "<text x=\"" << (L + R) / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << svg_escape(title) << "</text>\n";
   for (double t : nice_ticks(ymin, ymax)) {
     o << "<line x1=\"" << L << "\" x2=\"" << R << "\" y1=\"" << py(t) << "\" y2=\"" << py(t) << "\" stroke=\"#e5e5e5\"/>\n";
     o << "<text x=\"" << L - 6 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">" << num(t) << "</text>\n";
@@ -84,8 +85,8 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   }
   o << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << R - L << "\" height=\"" << B - T
     << "\" fill=\"none\" stroke=\"black\"/>\n";
-  o << "<text x=\"" << (L + R) / 2 << "\" y=\"" << height - 12 << "\" text-anchor=\"middle\">" << escape(x_label) << "</text>\n";
-  o << "<text transform=\"translate(18," << (T + B) / 2 << ") rotate(-90)\" text-anchor=\"middle\">" << escape(y_label) << "</text>\n";
+  o << "<text x=\"" << (L + R) / 2 << "\" y=\"" << height - 12 << "\" text-anchor=\"middle\">" << svg_escape(x_label) << "</text>\n";
+  o << "<text transform=\"translate(18," << (T + B) / 2 << ") rotate(-90)\" text-anchor=\"middle\">" << svg_escape(y_label) << "</text>\n";
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& s = series[k];
     const char* c = colors[k % 8];
@@ -98,7 +99,7 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
     const double ly = T + 10 + 20 * k;
     o << "<line x1=\"" << R + 12 << "\" x2=\"" << R + 32 << "\" y1=\"" << ly << "\" y2=\"" << ly << "\" stroke=\"" << c
       << "\" stroke-width=\"2\"/>\n";
-    o << "<text x=\"" << R + 38 << "\" y=\"" << ly + 4 << "\">" << escape(s.name) << "</text>\n";
+    o << "<text x=\"" << R + 38 << "\" y=\"" << ly + 4 << "\">" << svg_escape(s.name) << "</text>\n";
   }
   o << "</svg>\n";
   return o.str();

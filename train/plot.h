@@ -6,6 +6,9 @@
 
 namespace orbit {
 
+// Text escaped for SVG/XML content and attributes (&, <, >, ").
+std::string svg_escape(const std::string& s);
+
 struct Series {
   std::string name;
   std::vector<double> x, y;

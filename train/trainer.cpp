@@ -25,7 +25,7 @@ const ConfigSchema& train_config_schema() {
     for (const auto& [name, desc] : list_models()) models.push_back(name);
     ConfigSchema s("train config");
     s.string("model", "small_cnn", models, "architecture from the model registry")
-        .string("dataset", "fashion-mnist", data::known_datasets(), "dataset made by `make data`")
+        .string("dataset", "fashion-mnist", {}, "dataset made by `make data` (mnist, fashion-mnist), cifar10, or folder:PATH")
         .string("data_dir", "data", {}, "folder holding <dataset>/ with the IDX files")
         .string("out_dir", "runs/train", {}, "where checkpoints, curves and results go")
         .integer("epochs", 5, 1, 10000, "training epochs")
@@ -105,15 +105,13 @@ EvalResult evaluate(Module& model, const data::ImageClassificationDataset& datas
   return r;
 }
 
-namespace {
-
 std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& c, const std::vector<Tensor>& params) {
   const std::string kind = c["optimizer"];
   const double lr = c["lr"], wd = c["weight_decay"];
   if (kind == "sgd") {
     SGDOptions o(lr);
     o.momentum = c["momentum"];
-    o.nesterov = c["nesterov"];
+    o.nesterov = c.value("nesterov", false);
     o.weight_decay = wd;
     return std::make_unique<SGD>(params, o);
   }
@@ -145,6 +143,8 @@ std::shared_ptr<LRScheduler> make_scheduler(const nlohmann::json& c, Optimizer& 
   if (warmup > 0) return std::make_shared<WarmupLR>(opt, main, warmup, 1.0 / (warmup + 1));
   return main;
 }
+
+namespace {
 
 void write_curves(const std::string& dir, const std::vector<EpochStats>& h, const std::string& title) {
   Series tl{"train loss", {}, {}}, vl{"test loss", {}, {}}, ta{"train accuracy", {}, {}}, va{"test accuracy", {}, {}};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,8 +13,16 @@
 #include "data/dataset.h"
 #include "layers/module.h"
 #include "train/config.h"
+#include "train/optim.h"
+#include "train/scheduler.h"
 
 namespace orbit {
+
+// The optimizer a resolved config describes (keys optimizer, lr, momentum, nesterov (optional),
+// weight_decay) and its per-epoch schedule (schedule: constant, cosine, step, multistep; epochs,
+// warmup_epochs; step_size, milestones and gamma for the step forms).
+std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& config, const std::vector<Tensor>& params);
+std::shared_ptr<LRScheduler> make_scheduler(const nlohmann::json& config, Optimizer& opt);
 
 // Every key of a training config, its type, range and default.
 const ConfigSchema& train_config_schema();

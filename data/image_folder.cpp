@@ -1,0 +1,86 @@
+// Datasets stored as one folder of images per class (data/image_folder.h).
+#include "data/image_folder.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+
+#include "data/image_io.h"
+
+namespace orbit::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+// The image files of one class folder, sorted by name.
+std::vector<fs::path> image_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file() && is_image_file(e.path())) files.push_back(e.path());
+  std::sort(files.begin(), files.end(),
+            [](const fs::path& a, const fs::path& b) { return a.filename().string() < b.filename().string(); });
+  return files;
+}
+}  // namespace
+
+std::vector<std::string> image_folder_classes(const std::string& root) {
+  std::error_code ec;
+  ORBIT_CHECK(fs::is_directory(root, ec), "load_image_folder: '", root,
+              "' is not a directory; expected one subfolder of images per class");
+  std::vector<std::string> classes;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && !n.empty() && n[0] != '.') classes.push_back(n);
+  }
+  std::sort(classes.begin(), classes.end());
+  ORBIT_CHECK(!classes.empty(), "load_image_folder: '", root,
+              "' holds no class folder; expected one subfolder of images per class (ROOT/<class>/<image>.png)");
+  return classes;
+}
+
+ImageClassificationDataset load_image_folder(const std::string& root, int channels, const std::string& name) {
+  ORBIT_CHECK(channels == 0 || channels == 1 || channels == 3, "load_image_folder: '", root, "': channels = ",
+              channels, "; expected 0 (as stored), 1 (grey) or 3 (RGB)");
+  const std::vector<std::string> classes = image_folder_classes(root);
+  std::vector<Tensor> images;
+  std::vector<int64_t> labels;
+  std::string first_file;  // the file that fixed the expected shape
+  for (size_t c = 0; c < classes.size(); ++c) {
+    const fs::path dir = fs::path(root) / classes[c];
+    const std::vector<fs::path> files = image_files(dir);
+    ORBIT_CHECK(!files.empty(), "load_image_folder: '", root, "': class folder '", classes[c],
+                "' holds no image (expected .png, .jpg, .jpeg or .bmp files)");
+    for (const auto& f : files) {
+      Tensor img = read_image(f.string(), channels);
+      if (images.empty()) {
+        first_file = f.string();
+      } else {
+        ORBIT_CHECK(img.shape() == images.front().shape(), "load_image_folder: '", f.string(), "' is ",
+                    shape_str(img.shape()), " [C, H, W]; expected ", shape_str(images.front().shape()),
+                    " like '", first_file, "' (all images must have the same size and channels",
+                    channels == 0 ? "; pass channels = 1 or 3 to convert" : "", ")");
+      }
+      images.push_back(std::move(img));
+      labels.push_back(static_cast<int64_t>(c));
+    }
+  }
+  const Shape& s = images.front().shape();
+  const int64_t N = static_cast<int64_t>(images.size()), per = shape_numel(s);
+  ImageClassificationDataset ds;
+  ds.name = name.empty() ? root : name;
+  ds.class_names = classes;
+  ds.images = Tensor::empty({N, s[0], s[1], s[2]});
+  float* dst = ds.images.data<float>();
+  for (int64_t i = 0; i < N; ++i) std::memcpy(dst + i * per, images[i].data<float>(), sizeof(float) * per);
+  ds.labels = Tensor::from_vector(labels, {N});
+  return ds;
+}
+
+}  // namespace orbit::data

@@ -1,0 +1,31 @@
+// A dataset stored as image files, one subfolder per class (torchvision's ImageFolder layout):
+//
+//   ROOT/cat/001.png  ROOT/cat/002.png  ...
+//   ROOT/dog/001.jpg  ...
+//
+// Classes are the subfolders' names in sorted (byte-wise) order, so label i is the i-th name;
+// folders whose name starts with '.' are skipped. Within a class, the files with the extensions
+// .png, .jpg, .jpeg or .bmp (any case) are read in sorted name order; other files are ignored.
+// Rows are class-major: all of class 0, then all of class 1, ...
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace orbit::data {
+
+// The class folder names of ROOT, sorted. Throws naming ROOT when it is not a directory or holds no
+// class folder.
+std::vector<std::string> image_folder_classes(const std::string& root);
+
+// Reads every image (data/image_io.h read_image, with `channels`: 0 as stored, 1 grey, 3 RGB) into
+// images [N, C, H, W] float32 in [0, 1] and labels [N]. All images must have the same size and
+// channel count (an error names the file, its shape and the expected shape with the file that set
+// it). An empty class folder or no class folder is an error naming ROOT. Named `name`, or ROOT when
+// empty.
+ImageClassificationDataset load_image_folder(const std::string& root, int channels = 0,
+                                             const std::string& name = "");
+
+}  // namespace orbit::data

@@ -1,0 +1,158 @@
+#include "groups/regularizer.h"
+
+#include <algorithm>
+#include <map>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace orbit::groups {
+
+Discrepancy parse_discrepancy(const std::string& s) {
+  if (s == "l2") return Discrepancy::SquaredL2;
+  if (s == "kl") return Discrepancy::KL;
+  if (s == "sym_kl") return Discrepancy::SymmetricKL;
+  throw Error(str_cat("unknown discrepancy \"", s, "\"; expected one of \"l2\", \"kl\", \"sym_kl\""));
+}
+
+const char* discrepancy_name(Discrepancy d) {
+  switch (d) {
+    case Discrepancy::SquaredL2: return "l2";
+    case Discrepancy::KL: return "kl";
+    case Discrepancy::SymmetricKL: return "sym_kl";
+  }
+  return "?";
+}
+
+namespace {
+
+// Mean over every dim but the first: [N, ...] -> [N].
+Tensor mean_per_item(const Tensor& t) {
+  if (t.dim() == 1) return t;
+  std::vector<int64_t> dims;
+  for (int64_t d = 1; d < t.dim(); ++d) dims.push_back(d);
+  return mean(t, dims);
+}
+
+// KL(p ‖ q) per item with p = softmax(a), q = softmax(b) over dim 1, summed over dim 1 and averaged
+// over the remaining (spatial) dims.
+Tensor kl_per_item(const Tensor& a, const Tensor& b) {
+  const Tensor log_p = log_softmax(a, 1), log_q = log_softmax(b, 1);
+  const Tensor terms = mul(exp(log_p), sub(log_p, log_q));
+  const Tensor per_position = sum(terms, {1});  // [N, ...spatial]
+  return mean_per_item(per_position);
+}
+
+}  // namespace
+
+Tensor discrepancy(const Tensor& y, const Tensor& ref, Discrepancy d) {
+  ORBIT_CHECK(y.shape() == ref.shape(), "discrepancy: the two outputs must have the same shape, got ",
+              shape_str(y.shape()), " and ", shape_str(ref.shape()));
+  ORBIT_CHECK(y.dim() >= 1, "discrepancy: expected outputs [N, ...], got ", shape_str(y.shape()));
+  switch (d) {
+    case Discrepancy::SquaredL2: return mean_per_item(square(sub(y, ref)));
+    case Discrepancy::KL:
+      ORBIT_CHECK(y.dim() >= 2, "discrepancy: KL needs outputs [N, C, ...] (softmax over dim 1), got ",
+                  shape_str(y.shape()));
+      return kl_per_item(ref, y);
+    case Discrepancy::SymmetricKL:
+      ORBIT_CHECK(y.dim() >= 2, "discrepancy: sym_kl needs outputs [N, C, ...] (softmax over dim 1), got ",
+                  shape_str(y.shape()));
+      return mul(add(kl_per_item(ref, y), kl_per_item(y, ref)), 0.5);
+  }
+  throw Error("discrepancy: unknown kind");
+}
+
+void draw_elements(const Group& G, int64_t num_items, int64_t samples, Generator& gen,
+                   std::vector<int64_t>& items, std::vector<int64_t>& elements) {
+  ORBIT_CHECK(samples >= 0, "regularizer: samples must be >= 0 (0 = the whole orbit), got ", samples);
+  items.clear();
+  elements.clear();
+  const int64_t others = G.order() - 1;
+  if (others == 0) return;
+  const bool whole = samples == 0 || samples >= others;
+  for (int64_t i = 0; i < num_items; ++i) {
+    if (whole) {
+      for (int64_t g = 1; g <= others; ++g) items.push_back(i), elements.push_back(g);
+      continue;
+    }
+    // `samples` distinct elements from {1, ..., others}: a partial Fisher-Yates shuffle.
+    std::vector<int64_t> pool(others);
+    for (int64_t k = 0; k < others; ++k) pool[k] = k + 1;
+    for (int64_t k = 0; k < samples; ++k) {
+      const int64_t j = k + gen.randint(others - k);
+      std::swap(pool[k], pool[j]);
+      items.push_back(i);
+      elements.push_back(pool[k]);
+    }
+  }
+}
+
+RegularizedOutput regularized_forward(const std::function<Tensor(const Tensor&)>& f, Module* taps_root,
+                                      const Group& G, const Tensor& x, const RegularizerOptions& o,
+                                      Generator& gen) {
+  ORBIT_CHECK(x.dim() >= 1 && x.size(0) > 0, "regularizer: expected a non-empty batch [N, ...], got ",
+              shape_str(x.shape()));
+  ORBIT_CHECK(o.tap_weight >= 0, "regularizer: tap_weight must be >= 0, got ", o.tap_weight);
+  ORBIT_CHECK(o.taps.empty() || taps_root != nullptr, "regularizer: feature taps need the model (taps_root)");
+  const int64_t N = x.size(0);
+  RegularizedOutput r;
+  draw_elements(G, N, o.samples, gen, r.items, r.elements);
+  if (r.items.empty()) {  // trivial group: nothing to compare
+    r.output = f(x);
+    r.penalty = Tensor::zeros({}, r.output.dtype(), r.output.device());
+    r.raw_penalty = r.penalty;
+    return r;
+  }
+  const Tensor index = Tensor::from_vector(r.items, {static_cast<int64_t>(r.items.size())}).to(x.device());
+  const Tensor transformed = act_per_sample(G, r.elements, index_select(x, 0, index), o.in_kind);
+
+  // Tap the requested feature maps during the joint forward.
+  std::map<std::string, Tensor> tapped;
+  std::vector<std::unique_ptr<ForwardHookGuard>> guards;
+  for (const std::string& name : o.taps) {
+    std::shared_ptr<Module> m = taps_root->submodule(name);
+    guards.push_back(std::make_unique<ForwardHookGuard>(
+        m, [&tapped, name](Module&, const Tensor&, const Tensor& out) { tapped[name] = out; }));
+  }
+  const Tensor joint = f(cat({x, transformed}, 0));
+  guards.clear();
+  const int64_t M = joint.size(0) - N;
+  r.output = joint.narrow(0, 0, N);
+  const Tensor out_g = joint.narrow(0, N, M);
+
+  auto reference_of = [&](const Tensor& y, FieldKind kind) {
+    Tensor ref = act_per_sample(G, r.elements, index_select(y, 0, index), kind);
+    return o.stop_gradient ? ref.detach() : ref;
+  };
+  Tensor R = mean(discrepancy(out_g, reference_of(r.output, o.out_kind), o.discrepancy));
+  {
+    NoGradGuard ng;
+    r.raw_penalty = R.detach().clone();
+  }
+  if (o.preserve) R = relu(add(R, -o.baseline));
+  for (const std::string& name : o.taps) {
+    auto it = tapped.find(name);
+    ORBIT_CHECK(it != tapped.end(), "regularizer: the tap \"", name, "\" produced no output during the forward pass");
+    const Tensor& t = it->second;
+    ORBIT_CHECK(t.dim() == 4 && t.size(0) == N + M, "regularizer: the tap \"", name,
+                "\" must output feature maps [", N + M, ", C, H, W], got ", shape_str(t.shape()));
+    const Tensor ref = reference_of(t.narrow(0, 0, N), FieldKind::Scalar);
+    R = add(R, mul(mean(discrepancy(t.narrow(0, N, M), ref, Discrepancy::SquaredL2)), o.tap_weight));
+  }
+  r.penalty = R;
+  return r;
+}
+
+double measure_defect(const std::function<Tensor(const Tensor&)>& f, const Group& G, const Tensor& x,
+                      const RegularizerOptions& options) {
+  NoGradGuard ng;
+  RegularizerOptions o = options;
+  o.samples = 0;
+  o.taps.clear();
+  o.preserve = false;
+  Generator gen(0);
+  return regularized_forward(f, nullptr, G, x, o, gen).raw_penalty.item();
+}
+
+}  // namespace orbit::groups

@@ -1,0 +1,334 @@
+// The fine-tuning trainer (train/finetune.h) on a tiny synthetic task: config validation before any
+// work, pretrain -> fine-tune with a new head, every method, exact resume, cross-validation, and the
+// CLI killed with SIGKILL resuming to the same weights as an uninterrupted run.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "data/image_io.h"
+#include "engine/ops.h"
+#include "layers/module.h"
+#include "models/registry.h"
+#include "test_util.h"
+#include "train/config.h"
+#include "train/finetune.h"
+#include "train/study.h"
+#include "weights/weights.h"
+
+using namespace orbit;
+using namespace orbit::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Three classes of 12x12 images whose class does not change under rotation: a filled square, a
+// hollow square and a plus, at random small offsets with noise.
+data::ImageClassificationDataset shapes(int64_t per_class, uint64_t seed, int64_t H = 12, int64_t W = 12) {
+  Generator gen(seed);
+  const int64_t N = 3 * per_class;
+  std::vector<float> px(N * H * W, 0.f);
+  std::vector<int64_t> labels(N);
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t c = i % 3;
+    labels[i] = c;
+    const int64_t oy = gen.randint(3) - 1, ox = gen.randint(3) - 1;
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x) {
+        const int64_t dy = std::abs(y - H / 2 - oy), dx = std::abs(x - W / 2 - ox);
+        bool on = false;
+        if (c == 0) on = dy <= 2 && dx <= 2;
+        if (c == 1) on = std::max(dy, dx) == 3;
+        if (c == 2) on = (dy <= 3 && dx == 0) || (dx <= 3 && dy == 0);
+        px[(i * H + y) * W + x] = (on ? 0.9f : 0.f) + 0.1f * gen.next_float();
+      }
+  }
+  data::ImageClassificationDataset ds;
+  ds.name = "shapes";
+  ds.images = Tensor::from_vector(px, {N, 1, H, W});
+  ds.labels = Tensor::from_vector(labels, {N});
+  ds.class_names = {"square", "ring", "plus"};
+  return ds;
+}
+
+RunOptions tiny_options(int64_t H = 12, int64_t W = 12) {
+  RunOptions o;
+  o.quiet = true;
+  o.dataset_provider = [H, W](data::Split s) { return shapes(s == data::Split::Train ? 16 : 6, s == data::Split::Train ? 1 : 2, H, W); };
+  return o;
+}
+
+std::string temp_dir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("orbit_test_finetune_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+nlohmann::json tiny_config(const std::string& out_dir) {
+  return {{"model", "resnet_small"}, {"dataset", "shapes"}, {"out_dir", out_dir}, {"epochs", 2}, {"batch_size", 8},
+          {"lr", 0.003}, {"eval_groups", {"C4", "C8"}}, {"angle_step", 45}, {"eval_batch_size", 64}};
+}
+
+StateDict weights_of(const std::string& path) {
+  auto m = create_model("resnet_small", {});
+  Metadata meta;
+  load_safetensors(path, &meta);
+  ModelOptions mo;
+  mo.num_classes = std::stoll(meta.at("num_classes"));
+  m = create_model("resnet_small", mo);
+  load_weights(path, *m);
+  return m->state_dict();
+}
+
+void expect_same_weights(const StateDict& a, const StateDict& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [k, v] : a) {
+    const auto x = v.to(DType::F64).to_vector<double>(), y = b.at(k).to(DType::F64).to_vector<double>();
+    ASSERT_EQ(x, y) << k;  // bit for bit
+  }
+}
+
+}  // namespace
+
+TEST(Finetune, ConfigErrorsBeforeAnyWork) {
+  const std::string dir = temp_dir("errors");
+  auto expect_bad = [&](nlohmann::json over, const std::vector<std::string>& parts, int64_t H = 12, int64_t W = 12) {
+    nlohmann::json c = tiny_config(dir + "/run");
+    for (auto& [k, v] : over.items()) c[k] = v;
+    expect_error([&] { run_training(c, tiny_options(H, W)); }, parts);
+    EXPECT_FALSE(fs::exists(dir + "/run/checkpoint.safetensors"));
+  };
+  expect_bad({{"group", "Q4"}}, {"group", "Q4", "C<n>"});
+  expect_bad({{"eval_groups", {"C4", "X"}}}, {"eval_groups", "X"});
+  expect_bad({{"lambda", -1.0}}, {"lambda", "-1"});
+  expect_bad({{"fraction", 0.0}}, {"fraction", "(0, 1]"});
+  expect_bad({{"fraction", 1.5}}, {"fraction", "1.5"});
+  expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
+  expect_bad({{"lamda", 1.0}}, {"unknown key", "lamda", "lambda"});
+  expect_bad({{"discrepancy", "js"}}, {"discrepancy", "js", "sym_kl"});
+  expect_bad({{"taps", {"layer2"}}}, {"taps", "lambda"});
+  expect_bad({{"taps", {"layer9"}}, {"lambda", 1.0}}, {"layer9"});
+  // C4 and D4 rotate by 90 degrees: non-square images are refused; C2 and flips are fine on them.
+  expect_bad({{"group", "C4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "C4", "12x10"}, 12, 10);
+  expect_bad({{"group", "D4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "D4"}, 12, 10);
+  expect_bad({{"group", "C2"}, {"eval_groups", {"C8"}}}, {"eval_groups", "square", "C8"}, 12, 10);
+  nlohmann::json ok = tiny_config(dir + "/ok");
+  ok["group"] = "C2", ok["eval_groups"] = {"C2", "flips"}, ok["epochs"] = 1, ok["lambda"] = 1.0, ok["angle_step"] = 0;
+  EXPECT_TRUE(run_training(ok, tiny_options(12, 10)).completed);
+  fs::remove_all(dir);
+}
+
+TEST(Finetune, PretrainThenEveryMethod) {
+  const std::string dir = temp_dir("methods");
+  nlohmann::json pre = tiny_config(dir + "/pretrain");
+  pre["augment"] = "rotation";
+  pre["classes"] = {0, 1, 2};
+  const RunResult p = run_training(pre, tiny_options());
+  ASSERT_TRUE(p.completed);
+  for (const char* f : {"config.json", "results.json", "history.json", "model.safetensors", "loss.svg", "angle.svg"})
+    EXPECT_TRUE(fs::exists(dir + "/pretrain/" + f)) << f;
+  const auto& m = p.results["metrics"];
+  EXPECT_EQ(m["count"], 18);
+  EXPECT_EQ(m["angles"].size(), 8u);
+  EXPECT_TRUE(m["orbits"].contains("C4") && m["orbits"].contains("C8"));
+  EXPECT_EQ(m["forward_passes_per_input"], 1);
+
+  // Fine-tune on two of the classes (relabelled), with a new 2-class head, for every method.
+  struct Method {
+    const char* name;
+    nlohmann::json set;
+    int64_t passes;
+  };
+  const std::vector<Method> methods = {
+      {"plain", nlohmann::json::object(), 1},
+      {"augment", {{"augment", "group"}}, 1},
+      {"equitune", {{"equitune", true}}, 4},
+      {"ours", {{"lambda", 3.0}}, 1},
+      {"ours_two_sided_l2", {{"lambda", 1.0}, {"stop_gradient", false}, {"discrepancy", "l2"}, {"samples", 0}}, 1},
+      {"ours_taps_preserve", {{"lambda", 1.0}, {"taps", {"layer2"}}, {"preserve", true}, {"augment", "group"}}, 1},
+      {"frozen", {{"freeze", {"conv1.", "bn1.", "layer1."}}}, 1},
+  };
+  for (const Method& me : methods) {
+    nlohmann::json c = tiny_config(dir + "/" + me.name);
+    c["weights"] = dir + "/pretrain/model.safetensors";
+    c["classes"] = {2, 0};
+    c["fraction"] = 0.5;
+    for (auto& [k, v] : me.set.items()) c[k] = v;
+    const RunResult r = run_training(c, tiny_options());
+    ASSERT_TRUE(r.completed) << me.name;
+    EXPECT_EQ(r.results["classes"], nlohmann::json({"plus", "square"})) << me.name;
+    EXPECT_EQ(r.results["train_images"], 16) << me.name;  // half of 2 x 16
+    EXPECT_EQ(r.results["metrics"]["count"], 12) << me.name;
+    EXPECT_EQ(r.results["metrics"]["forward_passes_per_input"], me.passes) << me.name;
+    if (me.set.contains("lambda")) EXPECT_GT(r.results["history"][0]["penalty"].get<double>(), 0.0) << me.name;
+    if (me.set.contains("preserve")) EXPECT_TRUE(r.results.contains("preserve_baseline"));
+    if (std::string(me.name) == "equitune") {
+      EXPECT_EQ(r.results["metrics"]["orbits"]["C4"]["consistency"], 1.0);
+      EXPECT_LT(r.results["metrics"]["orbits"]["C4"]["equivariance_error"].get<double>(), 1e-5);
+    }
+    // The saved model has the new 2-class head and the pretrained normalization.
+    EXPECT_EQ(r.results["normalization"], p.results["normalization"]) << me.name;
+    EXPECT_EQ(weights_of(dir + "/" + me.name + "/model.safetensors").at("fc.weight").size(0), 2) << me.name;
+  }
+  // Frozen parts did not move.
+  const StateDict before = weights_of(dir + "/pretrain/model.safetensors");
+  const StateDict after = weights_of(dir + "/frozen/model.safetensors");
+  EXPECT_EQ(before.at("layer1.0.conv1.weight").to_vector<float>(), after.at("layer1.0.conv1.weight").to_vector<float>());
+  EXPECT_NE(before.at("layer3.0.conv1.weight").to_vector<float>(), after.at("layer3.0.conv1.weight").to_vector<float>());
+
+  // Re-running the same config gives the same metrics (determinism).
+  nlohmann::json c = tiny_config(dir + "/ours_again");
+  c["weights"] = dir + "/pretrain/model.safetensors";
+  c["classes"] = {2, 0};
+  c["fraction"] = 0.5;
+  c["lambda"] = 3.0;
+  const RunResult again = run_training(c, tiny_options());
+  const nlohmann::json first = read_json_file(dir + "/ours/results.json");
+  EXPECT_EQ(again.results["metrics"], first["metrics"]);
+  fs::remove_all(dir);
+}
+
+TEST(Finetune, ResumeGivesTheSameWeights) {
+  const std::string dir = temp_dir("resume");
+  nlohmann::json c = tiny_config(dir + "/full");
+  c["epochs"] = 3;
+  c["lambda"] = 1.0;
+  c["augment"] = "group";
+  c["dropout"] = 0.2;
+  ASSERT_TRUE(run_training(c, tiny_options()).completed);
+  c["out_dir"] = dir + "/split";
+  RunOptions o = tiny_options();
+  o.stop_after_epoch = 1;
+  EXPECT_FALSE(run_training(c, o).completed);
+  EXPECT_FALSE(fs::exists(dir + "/split/model.safetensors"));
+  o.stop_after_epoch = 0;
+  const RunResult r = run_training(c, o);
+  ASSERT_TRUE(r.completed);
+  expect_same_weights(weights_of(dir + "/full/model.safetensors"), weights_of(dir + "/split/model.safetensors"));
+  EXPECT_EQ(read_json_file(dir + "/full/results.json")["metrics"], r.results["metrics"]);
+  // A changed config refuses to resume the old checkpoint.
+  o.stop_after_epoch = 1;
+  c["out_dir"] = dir + "/changed";
+  run_training(c, o);
+  c["lambda"] = 2.0;
+  expect_error([&] { run_training(c, tiny_options()); }, {"different config", "checkpoint.safetensors"});
+  fs::remove_all(dir);
+}
+
+TEST(Finetune, CrossValidationChoosesFromTheGrid) {
+  const std::string dir = temp_dir("cv");
+  nlohmann::json c = tiny_config(dir + "/sweep");
+  c["epochs"] = 1;
+  c["cv_folds"] = 2;
+  c["lambda_grid"] = {0.0, 1.0};
+  c["angle_step"] = 0;
+  const RunResult r = run_sweep(c, tiny_options());
+  ASSERT_TRUE(r.completed);
+  const nlohmann::json cv = read_json_file(dir + "/sweep/cv.json");
+  ASSERT_EQ(cv["points"].size(), 2u);
+  double best = -1, best_lambda = -1;
+  for (const auto& p : cv["points"]) {
+    ASSERT_EQ(p["scores"].size(), 2u);
+    EXPECT_NEAR(p["mean"].get<double>(), (p["scores"][0].get<double>() + p["scores"][1].get<double>()) / 2, 1e-12);
+    if (p["mean"].get<double>() > best) best = p["mean"], best_lambda = p["lambda"];
+  }
+  EXPECT_EQ(cv["best"]["lambda"].get<double>(), best_lambda);
+  EXPECT_EQ(r.results["config"]["lambda"].get<double>(), best_lambda);
+  EXPECT_EQ(r.results["metrics"]["count"], 18);  // the final run is tested on the test set
+  EXPECT_TRUE(fs::exists(dir + "/sweep/cv.svg"));
+  // Each fold validated on its own half of the 48 training images.
+  const nlohmann::json f1 = read_json_file(dir + "/sweep/cv/lr0.003_lambda0/fold1/results.json");
+  EXPECT_EQ(f1["train_images"].get<int64_t>() + f1["metrics"]["count"].get<int64_t>(), 48);
+  fs::remove_all(dir);
+}
+
+TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
+  // An image-folder dataset on disk, so the CLI can read it.
+  const std::string dir = temp_dir("study");
+  for (const auto& [split, n, seed] : std::vector<std::tuple<std::string, int64_t, uint64_t>>{{"train", 16, 1}, {"test", 6, 2}}) {
+    const auto ds = shapes(n, seed);
+    const auto labels = ds.labels.to_vector<int64_t>();
+    for (int64_t i = 0; i < ds.size(); ++i) {
+      const std::string cdir = dir + "/data/" + split + "/" + ds.class_names[labels[i]];
+      fs::create_directories(cdir);
+      char name[32];
+      std::snprintf(name, sizeof name, "/%03lld.png", static_cast<long long>(i));
+      data::write_png(cdir + name, ds.images.select(0, i));
+    }
+  }
+  const std::string dataset = "folder:" + dir + "/data";
+  nlohmann::json base = tiny_config("");
+  base.erase("out_dir");
+  base["dataset"] = dataset;
+  nlohmann::json pre = base;
+  pre["augment"] = "rotation";
+  nlohmann::json study = {{"name", "tiny study"},
+                          {"out_dir", dir + "/study"},
+                          {"pretrain", pre},
+                          {"finetune", base},
+                          {"regimes", {{{"name", "50%"}, {"fraction", 0.5}}}},
+                          {"methods", {{{"name", "plain"}}, {{"name", "ours"}, {"set", {{"lambda_grid", {1.0, 3.0}}, {"cv_folds", 2}, {"epochs", 1}}}, {"cv", true}}}},
+                          {"seeds", {0, 1}},
+                          {"grid_images", 2}};
+  StudyOptions so;
+  so.quiet = true;
+  const nlohmann::json summary = run_study(study, so);
+  const auto& ours = summary["regimes"]["50%"]["ours"];
+  EXPECT_EQ(ours["seeds"], 2);
+  EXPECT_TRUE(ours["lambda"] == 1.0 || ours["lambda"] == 3.0);
+  for (const char* f : {"report.md", "summary.json", "50pct/angle.svg", "50pct/grid.svg", "50pct/ours/cv.svg"})
+    EXPECT_TRUE(fs::exists(dir + "/study/" + f)) << f;
+  std::ifstream md(dir + "/study/report.md");
+  const std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("| plain |"), std::string::npos);
+  EXPECT_NE(text.find("(cv)"), std::string::npos);
+  // Bad study configs are refused before any work.
+  nlohmann::json bad = study;
+  bad["methods"][1]["set"]["lambda"] = -2;
+  expect_error([&] { resolve_study_config(bad); }, {"ours", "lambda"});
+  bad = study;
+  bad["regimes"][0]["fraction"] = 0;
+  expect_error([&] { resolve_study_config(bad); }, {"fraction", "(0, 1]"});
+
+  // The CLI: an uninterrupted run, and one killed with SIGKILL after its first checkpoint, resumed.
+  const std::string cli = std::string(ORBIT_BINARY_DIR) + "/orbit";
+  nlohmann::json c = base;
+  c["weights"] = dir + "/study/pretrain/model.safetensors";
+  c["lambda"] = 1.0;
+  c["epochs"] = 6;
+  c["augment"] = "group";
+  write_json_file(dir + "/run.json", c);
+  auto run_cli = [&](const std::string& out) {
+    return std::system((cli + " finetune --config " + dir + "/run.json --out " + out + " --threads 1 > /dev/null 2>&1").c_str());
+  };
+  ASSERT_EQ(run_cli(dir + "/whole"), 0);
+  const std::string killed = dir + "/killed";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string cfg = dir + "/run.json";
+    ::freopen("/dev/null", "w", stderr);
+    ::execl(cli.c_str(), cli.c_str(), "finetune", "--config", cfg.c_str(), "--out", killed.c_str(), "--threads", "1",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(killed + "/checkpoint.safetensors") && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  ASSERT_FALSE(fs::exists(killed + "/results.json"));
+  ASSERT_EQ(run_cli(killed), 0);
+  expect_same_weights(weights_of(dir + "/whole/model.safetensors"), weights_of(killed + "/model.safetensors"));
+  fs::remove_all(dir);
+}

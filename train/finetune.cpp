@@ -1,0 +1,687 @@
+#include "train/finetune.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "data/loader.h"
+#include "data/split.h"
+#include "engine/ops.h"
+#include "engine/parallel.h"
+#include "groups/equivariance.h"
+#include "groups/metrics.h"
+#include "groups/regularizer.h"
+#include "models/registry.h"
+#include "train/checkpoint.h"
+#include "train/optim.h"
+#include "train/plot.h"
+#include "train/progress.h"
+#include "train/report.h"
+#include "train/scheduler.h"
+#include "train/trainer.h"
+#include "weights/weights.h"
+
+namespace orbit {
+
+namespace fs = std::filesystem;
+
+const ConfigSchema& run_config_schema() {
+  static const ConfigSchema schema = [] {
+    std::vector<std::string> models;
+    for (const auto& [name, desc] : list_models()) models.push_back(name);
+    ConfigSchema s("run config");
+    s.string("model", "resnet_small", models, "architecture from the model registry")
+        .string("dataset", "fashion-mnist", {}, "a dataset name (" + [] {
+          std::string k;
+          for (const auto& n : data::known_datasets()) k += (k.empty() ? "" : ", ") + n;
+          return k;
+        }() + ") or folder:PATH")
+        .string("data_dir", "data", {}, "folder holding the datasets `make data` writes")
+        .int_list("classes", nlohmann::json::array(), 0, 1 << 20, "the dataset's classes to use, relabelled 0..k-1 in this order (empty: all)")
+        .number("fraction", 1.0, 0.0, 1.0, "stratified share of the training images to use, in (0, 1]")
+        .string("out_dir", "runs/run", {}, "where checkpoints, results and curves go")
+        .string("weights", "", {}, "weight file to start from (a run's model.safetensors); empty: random initialization")
+        .boolean("reset_head", true, "replace the classifier head with a new one for this task's classes (with weights)")
+        .string_list("freeze", nlohmann::json::array(), {}, "parameter-name prefixes to freeze, e.g. [\"conv1.\", \"layer1.\"]")
+        .string("group", "C4", {}, "the symmetry group: " + groups::Group::accepted_specs())
+        .string("translation_boundary", "periodic", {"periodic", "zeros"}, "how translations fill the border")
+        .string("augment", "none", {"none", "group", "rotation", "hflip"},
+                "training augmentation: a random group element, a random angle in [0, 360), or random left-right flips, per image")
+        .boolean("equitune", false, "equi-tuning: average the logits over the group (|G| forward passes per input)")
+        .number("lambda", 0.0, 0.0, 1e6, "weight of the equivariance regularizer (0: off)")
+        .string("discrepancy", "kl", {"kl", "sym_kl", "l2"}, "the regularizer's discrepancy")
+        .integer("samples", 1, 0, 1 << 20, "group elements drawn per image for the regularizer (0: the whole orbit)")
+        .boolean("stop_gradient", true, "detach the reference branch f(x) in the regularizer (one-sided)")
+        .string_list("taps", nlohmann::json::array(), {}, "submodules whose feature maps are also regularized, e.g. [\"layer2\"]")
+        .number("tap_weight", 1.0, 0.0, 1e6, "weight of the feature-map terms relative to the output term")
+        .boolean("preserve", false, "penalize only the defect above the starting model's own (measured before training)")
+        .integer("epochs", 10, 1, 10000, "training epochs")
+        .integer("batch_size", 64, 1, 1 << 16, "mini-batch size (before the regularizer's transformed copies)")
+        .string("optimizer", "adam", {"sgd", "adam", "adamw"}, "optimizer")
+        .number("lr", 1e-3, 1e-8, 10.0, "peak learning rate")
+        .number("momentum", 0.9, 0.0, 0.999, "SGD momentum")
+        .number("weight_decay", 0.0, 0.0, 1.0, "weight decay (L2 for sgd/adam, decoupled for adamw)")
+        .string("schedule", "cosine", {"constant", "cosine"}, "learning-rate schedule per epoch")
+        .integer("warmup_epochs", 0, 0, 1000, "linear warm-up epochs before the schedule")
+        .number("dropout", 0.0, 0.0, 0.99, "dropout before the classifier")
+        .number("label_smoothing", 0.0, 0.0, 0.99, "cross-entropy label smoothing")
+        .number("grad_clip", 0.0, 0.0, 1e6, "clip the gradient norm to this value (0: off)")
+        .integer("seed", 0, 0, 9007199254740991.0, "seed of the data subset, initialization, shuffling, augmentation and sampling")
+        .string_list("eval_groups", nlohmann::json::array({"C4", "C8"}), {}, "groups whose orbits the test set is evaluated on")
+        .number("angle_step", 15.0, 0.0, 360.0, "accuracy against the rotation angle in steps of this many degrees (0: off)")
+        .integer("eval_batch_size", 250, 1, 1 << 16, "batch size of evaluation")
+        .integer("cv_folds", 5, 2, 100, "sweep: folds of the cross-validation")
+        .number_list("lambda_grid", nlohmann::json::array({0.3, 1.0, 3.0, 10.0}), 0.0, 1e6, "sweep: values of lambda")
+        .number_list("lr_grid", nlohmann::json::array(), 1e-8, 10.0, "sweep: learning rates (empty: the lr key only)")
+        .string("cv_metric", "orbit_accuracy", {"accuracy", "orbit_accuracy", "consistency"},
+                "sweep: validation metric to maximize (orbit metrics over `group`)");
+    return s;
+  }();
+  return schema;
+}
+
+nlohmann::json resolve_run_config(const nlohmann::json& user) {
+  nlohmann::json c = run_config_schema().resolve(user);
+  const double fraction = c["fraction"];
+  ORBIT_CHECK(fraction > 0 && fraction <= 1, "run config: key \"fraction\": expected a number in (0, 1], got ", fraction);
+  const groups::Boundary b = c["translation_boundary"] == "zeros" ? groups::Boundary::Zeros : groups::Boundary::Periodic;
+  try {
+    groups::Group::parse(c["group"].get<std::string>(), b);
+  } catch (const Error& e) {
+    throw Error(str_cat("run config: key \"group\": ", e.what()));
+  }
+  for (const auto& g : c["eval_groups"]) {
+    try {
+      groups::Group::parse(g.get<std::string>(), b);
+    } catch (const Error& e) {
+      throw Error(str_cat("run config: key \"eval_groups\": ", e.what()));
+    }
+  }
+  const std::string weights = c["weights"];
+  ORBIT_CHECK(weights.empty() || fs::is_regular_file(weights), "run config: key \"weights\": the weight file \"",
+              weights, "\" does not exist (expected a model.safetensors written by `orbit pretrain` or `orbit finetune`)");
+  ORBIT_CHECK(c["taps"].empty() || c["lambda"].get<double>() > 0,
+              "run config: key \"taps\" needs \"lambda\" > 0 (the taps are part of the regularizer)");
+  ORBIT_CHECK(!c["lambda_grid"].empty(), "run config: key \"lambda_grid\" must not be empty");
+  return c;
+}
+
+namespace {
+
+groups::Boundary boundary_of(const nlohmann::json& c) {
+  return c["translation_boundary"] == "zeros" ? groups::Boundary::Zeros : groups::Boundary::Periodic;
+}
+
+// Seeds for independent streams derived from the run seed (splitmix64 of the inputs).
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ULL + b + 0x632BE59BD9B4E019ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+struct Task {
+  data::ImageClassificationDataset train, eval;  // raw pixels in [0, 1]
+  std::vector<std::string> class_names;
+};
+
+Task load_task(const nlohmann::json& c, const RunOptions& o, bool eval_on_test = true, data::Split eval_split = data::Split::Test) {
+  auto load = [&](data::Split s) {
+    return o.dataset_provider ? o.dataset_provider(s)
+                              : data::load_dataset(c["dataset"].get<std::string>(), s, c["data_dir"].get<std::string>());
+  };
+  data::ImageClassificationDataset train = load(data::Split::Train);
+  data::ImageClassificationDataset test = load(eval_split);
+  const std::vector<int64_t> classes = c["classes"].get<std::vector<int64_t>>();
+  if (!classes.empty()) {
+    train = data::select_classes(train, classes);
+    test = data::select_classes(test, classes);
+  }
+  const double fraction = c["fraction"];
+  if (fraction < 1.0) train = train.subset(data::stratified_fraction(train, fraction, c["seed"].get<uint64_t>()));
+  Task t;
+  t.class_names = train.class_names;
+  if (o.train_rows) {
+    t.eval = train.subset(*o.eval_rows);
+    t.train = train.subset(*o.train_rows);
+  } else {
+    t.train = train;
+    t.eval = eval_on_test ? test : train;
+  }
+  return t;
+}
+
+// The group checks that need the data: square inputs for rotations, translation steps dividing the size.
+void check_group_fits(const groups::Group& G, const data::ImageClassificationDataset& ds, const char* key) {
+  const int64_t H = ds.height(), W = ds.width();
+  ORBIT_CHECK(!G.needs_square_input() || H == W, "run config: key \"", key, "\": the group ", G.name(),
+              " rotates by angles other than 0 and 180 degrees, which needs square images; ", ds.name, " has ", H, "x",
+              W, " images (use C2, D2, flips or translations, or crop the images)");
+  const int64_t p = G.translation_steps();
+  ORBIT_CHECK(p <= 1 || (H % p == 0 && W % p == 0), "run config: key \"", key, "\": the group ", G.name(),
+              " shifts by 1/", p, " of the image, which needs sizes divisible by ", p, "; ", ds.name, " has ", H, "x", W,
+              " images");
+}
+
+// A classifier behind per-channel input normalization, so group actions apply to raw pixels (whose
+// background is 0) and the model sees normalized ones.
+class Normalized : public Module {
+ public:
+  Normalized(std::shared_ptr<ClassifierModel> model, const std::vector<double>& mean, const std::vector<double>& std)
+      : Module("Normalized") {
+    model_ = register_module("model", model);
+    const int64_t C = static_cast<int64_t>(mean.size());
+    std::vector<float> m(mean.begin(), mean.end()), inv;
+    for (double s : std) inv.push_back(static_cast<float>(1.0 / s));
+    mean_ = Tensor::from_vector(m, {1, C, 1, 1});
+    inv_std_ = Tensor::from_vector(inv, {1, C, 1, 1});
+  }
+  Tensor forward(const Tensor& x) override { return (*model_)(mul(sub(x, mean_), inv_std_)); }
+
+ private:
+  std::shared_ptr<ClassifierModel> model_;
+  Tensor mean_, inv_std_;
+};
+
+struct Built {
+  std::shared_ptr<ClassifierModel> model;
+  std::shared_ptr<Normalized> normalized;
+  std::shared_ptr<Module> net;  // what computes the logits: normalized, or its group average
+  std::vector<double> mean, std;
+  nlohmann::json source;        // where the weights came from
+};
+
+Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, bool quiet) {
+  Built b;
+  const int64_t classes = static_cast<int64_t>(task.class_names.empty() ? task.train.num_classes() : task.class_names.size());
+  ModelOptions mo;
+  mo.num_classes = classes;
+  mo.in_channels = task.train.channels();
+  mo.dropout = c["dropout"];
+  mo.gen = &gen;
+  const std::string weights = c["weights"];
+  if (!weights.empty()) {
+    Metadata meta;
+    load_safetensors(weights, &meta);
+    auto get = [&](const char* k) -> std::string {
+      auto it = meta.find(k);
+      return it == meta.end() ? "" : it->second;
+    };
+    ORBIT_CHECK(get("model").empty() || get("model") == c["model"].get<std::string>(), "run config: key \"weights\": ",
+                weights, " holds a \"", get("model"), "\" model, but the config's model is \"", c["model"].get<std::string>(), "\"");
+    if (!get("num_classes").empty()) mo.num_classes = std::stoll(get("num_classes"));
+    b.model = create_model(c["model"], mo);
+    load_weights(weights, *b.model, true);
+    if (!get("normalization").empty()) {
+      const auto n = nlohmann::json::parse(get("normalization"));
+      b.mean = n.at("mean").get<std::vector<double>>();
+      b.std = n.at("std").get<std::vector<double>>();
+    }
+    b.source = {{"weights", weights}, {"model", get("model")}, {"dataset", get("dataset")}, {"classes", get("num_classes")}};
+    if (c["reset_head"].get<bool>() || b.model->num_classes() != classes) {
+      ORBIT_CHECK(c["reset_head"].get<bool>(), "run config: ", weights, " has a ", b.model->num_classes(),
+                  "-class head but the task has ", classes, " classes; set \"reset_head\": true");
+      b.model->reset_classifier(classes, &gen);
+    }
+  } else {
+    b.model = create_model(c["model"], mo);
+  }
+  if (b.mean.empty()) {
+    const data::ChannelStats st = data::channel_stats(task.train);
+    b.mean = st.mean;
+    b.std = st.std;
+  }
+  ORBIT_CHECK(static_cast<int64_t>(b.mean.size()) == task.train.channels(), "run config: the weights' normalization has ",
+              b.mean.size(), " channels but the images have ", task.train.channels());
+  for (const auto& prefix : c["freeze"]) b.model->set_requires_grad(prefix.get<std::string>(), false);
+  b.normalized = std::make_shared<Normalized>(b.model, b.mean, b.std);
+  b.net = b.normalized;
+  if (c["equitune"].get<bool>())
+    b.net = std::make_shared<groups::GroupAveraged>(b.normalized, groups::Group::parse(c["group"], boundary_of(c)));
+  if (!quiet)
+    std::fprintf(stderr, "%s: %lld parameters (%lld trainable)%s\n", c["model"].get<std::string>().c_str(),
+                 static_cast<long long>(b.model->num_parameters()), static_cast<long long>(b.model->num_parameters(true)),
+                 weights.empty() ? "" : (", from " + weights).c_str());
+  return b;
+}
+
+// Per-image random augmentation of a batch of raw images.
+data::BatchTransform make_augmentation(const nlohmann::json& c) {
+  const std::string kind = c["augment"];
+  if (kind == "none") return {};
+  if (kind == "group") {
+    auto G = std::make_shared<groups::Group>(groups::Group::parse(c["group"], boundary_of(c)));
+    return [G](data::Batch& b, Generator& gen) {
+      std::vector<int64_t> el(b.size());
+      for (auto& e : el) e = gen.randint(G->order());
+      b.images = groups::act_per_sample(*G, el, b.images, groups::FieldKind::Scalar);
+    };
+  }
+  if (kind == "hflip") {
+    groups::Group flips(1, true);
+    return [flips](data::Batch& b, Generator& gen) {
+      std::vector<int64_t> el(b.size());
+      for (auto& e : el) e = gen.randint(2);
+      b.images = groups::act_per_sample(flips, el, b.images, groups::FieldKind::Scalar);
+    };
+  }
+  // rotation: a uniform angle per image (bilinear, zero fill), as orbit::rotate but one angle per row.
+  return [](data::Batch& b, Generator& gen) {
+    const int64_t N = b.images.size(0), H = b.images.size(2), W = b.images.size(3);
+    const double sx = W / 2.0, sy = H / 2.0;
+    std::vector<double> t;
+    for (int64_t i = 0; i < N; ++i) {
+      const double a = gen.next_double() * 2 * M_PI, co = std::cos(a), si = std::sin(a);
+      const std::vector<double> row = {co, -si * sy / sx, 0.0, si * sx / sy, co, 0.0};
+      t.insert(t.end(), row.begin(), row.end());
+    }
+    const Tensor theta = Tensor::from_vector(t, {N, 2, 3}).to(b.images.dtype());
+    b.images = grid_sample(b.images, affine_grid(theta, N, H, W), GridMode::Bilinear, GridPadding::Zeros);
+  };
+}
+
+nlohmann::json metrics_to_json(const groups::EvaluationMetrics& m, int64_t passes) {
+  nlohmann::json orbits = nlohmann::json::object();
+  for (const auto& o : m.orbits) {
+    nlohmann::json el = nlohmann::json::object();
+    for (size_t i = 0; i < o.element_names.size(); ++i) el[o.element_names[i]] = o.element_accuracy[i];
+    orbits[o.group] = {{"orbit_accuracy", o.orbit_accuracy},
+                       {"consistency", o.consistency},
+                       {"equivariance_error", o.equivariance_error},
+                       {"element_accuracy", el}};
+  }
+  return {{"count", m.count},
+          {"accuracy", m.accuracy},
+          {"loss", m.loss},
+          {"orbits", orbits},
+          {"angles", m.angles},
+          {"angle_accuracy", m.angle_accuracy},
+          {"forward_passes_per_input", passes}};
+}
+
+groups::EvaluationMetrics evaluate_orbits(Module& net, const data::ImageClassificationDataset& ds,
+                                          const std::vector<groups::Group>& eval_groups, double angle_step,
+                                          int64_t batch_size, bool quiet, const std::string& label) {
+  const bool was = net.is_training();
+  net.eval();
+  groups::OrbitEvaluator ev([&net](const Tensor& x) { return net(x); }, eval_groups, angle_step);
+  data::DataLoaderOptions lo;
+  lo.batch_size = batch_size;
+  lo.shuffle = false;
+  data::DataLoader loader(ds, lo);
+  std::unique_ptr<ProgressBar> bar;
+  if (!quiet) {
+    bar = std::make_unique<ProgressBar>(label, ds.size(), "img");
+  }
+  for (data::Batch& b : loader.epoch(0)) {
+    ev.add(b.images, b.labels);
+    if (bar) bar->update(b.size(), {{"transforms", std::to_string(ev.transforms_per_input())}});
+  }
+  if (bar) bar->finish();
+  net.train(was);
+  return ev.result();
+}
+
+std::vector<groups::Group> eval_groups_of(const nlohmann::json& c) {
+  std::vector<groups::Group> gs;
+  for (const auto& g : c["eval_groups"]) gs.push_back(groups::Group::parse(g.get<std::string>(), boundary_of(c)));
+  return gs;
+}
+
+struct EpochLog {
+  int64_t epoch = 0;
+  double lr = 0, loss = 0, task_loss = 0, penalty = 0, accuracy = 0, seconds = 0;
+  nlohmann::json to_json() const {
+    return {{"epoch", epoch}, {"lr", lr}, {"loss", loss}, {"task_loss", task_loss}, {"penalty", penalty},
+            {"train_accuracy", accuracy}, {"seconds", seconds}};
+  }
+};
+
+}  // namespace
+
+RunResult run_training(const nlohmann::json& user_config, const RunOptions& options) {
+  const nlohmann::json c = resolve_run_config(user_config);
+  const std::string out_dir = c["out_dir"];
+  const bool quiet = options.quiet;
+  const uint64_t seed = c["seed"].get<uint64_t>();
+  const groups::Group G = groups::Group::parse(c["group"], boundary_of(c));
+  const std::vector<groups::Group> eval_groups = eval_groups_of(c);
+
+  // Everything that can be wrong with the task is checked before any training.
+  Task task = load_task(c, options);
+  check_group_fits(G, task.train, "group");
+  for (const auto& eg : eval_groups) check_group_fits(eg, task.train, "eval_groups");
+  fs::create_directories(out_dir);
+  const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
+
+  Generator gen(seed);
+  Built built = build_model(c, task, gen, quiet);
+  const std::vector<Tensor> params = [&] {
+    std::vector<Tensor> p;
+    for (const Tensor& t : built.model->parameters())
+      if (t.requires_grad()) p.push_back(t);
+    return p;
+  }();
+  ORBIT_CHECK(!params.empty(), "run config: key \"freeze\" froze every parameter; nothing would train");
+  std::unique_ptr<Optimizer> opt = make_optimizer(c, params);
+  std::shared_ptr<LRScheduler> sched = make_scheduler(c, *opt);
+
+  groups::RegularizerOptions ro;
+  ro.discrepancy = groups::parse_discrepancy(c["discrepancy"]);
+  ro.samples = c["samples"];
+  ro.stop_gradient = c["stop_gradient"];
+  ro.taps = c["taps"].get<std::vector<std::string>>();
+  ro.tap_weight = c["tap_weight"];
+  ro.preserve = c["preserve"];
+  for (const auto& t : ro.taps) built.model->submodule(t);  // a bad tap name fails now, naming it
+  const double lambda = c["lambda"];
+
+  RunResult result;
+  result.out_dir = out_dir;
+  std::vector<EpochLog> history;
+  int64_t start_epoch = 0;
+  double baseline = 0;
+  bool have_baseline = false;
+  if (options.resume && fs::exists(ckpt_path)) {
+    TrainingState st = load_checkpoint(ckpt_path);
+    const nlohmann::json saved = nlohmann::json::parse(st.config_json);
+    ORBIT_CHECK(saved == c, "run: ", ckpt_path, " was written by a run with a different config; resuming it would mix "
+                "two runs. Use another out_dir, or --fresh to start over.\n  saved:   ", saved.dump(), "\n  current: ", c.dump());
+    built.model->load_state_dict(st.model);
+    opt->load_state_dict(st.optimizer);
+    sched->load_state_dict(st.scheduler);
+    gen.set_state(st.rng);
+    start_epoch = st.epoch;
+    const nlohmann::json h = nlohmann::json::parse(st.history_json);
+    for (const auto& e : h.at("epochs")) {
+      EpochLog l;
+      l.epoch = e["epoch"], l.lr = e["lr"], l.loss = e["loss"], l.task_loss = e["task_loss"];
+      l.penalty = e["penalty"], l.accuracy = e["train_accuracy"], l.seconds = e["seconds"];
+      history.push_back(l);
+    }
+    if (h.contains("baseline")) baseline = h["baseline"], have_baseline = true;
+    if (!quiet) std::fprintf(stderr, "resuming %s after epoch %lld\n", ckpt_path.c_str(), static_cast<long long>(start_epoch));
+  }
+  write_json_file(out_dir + "/config.json", c);
+
+  auto forward = [&](const Tensor& x) { return (*built.net)(x); };
+  if (lambda > 0 && ro.preserve && !have_baseline) {
+    // The starting model's own defect over the whole orbit, on up to 512 training images.
+    built.net->eval();
+    const int64_t n = std::min<int64_t>(512, task.train.size());
+    baseline = groups::measure_defect(forward, G, task.train.images.narrow(0, 0, n), ro);
+    have_baseline = true;
+    built.net->train();
+    if (!quiet) std::fprintf(stderr, "preserve: the starting model's defect is %.5f\n", baseline);
+  }
+  ro.baseline = baseline;
+
+  data::DataLoaderOptions lo;
+  lo.batch_size = c["batch_size"];
+  lo.shuffle = true;
+  lo.seed = seed;
+  lo.transform = make_augmentation(c);
+  data::DataLoader loader(task.train, lo);
+  const int64_t epochs = c["epochs"];
+  const double smoothing = c["label_smoothing"], clip = c["grad_clip"];
+  if (!quiet && start_epoch == 0)
+    std::fprintf(stderr, "task: %lld training images, %lld %s images, %zu classes; group %s; %d threads\n",
+                 static_cast<long long>(task.train.size()), static_cast<long long>(task.eval.size()),
+                 options.eval_rows ? "validation" : "test", task.class_names.size(), G.name().c_str(), num_threads());
+
+  auto save_state = [&](int64_t epochs_done) {
+    nlohmann::json h = {{"epochs", nlohmann::json::array()}};
+    for (const auto& e : history) h["epochs"].push_back(e.to_json());
+    if (have_baseline) h["baseline"] = baseline;
+    TrainingState st;
+    st.epoch = epochs_done;
+    st.model = built.model->state_dict();
+    st.optimizer = opt->state_dict();
+    st.scheduler = sched->state_dict();
+    st.rng = gen.state();
+    st.config_json = c.dump();
+    st.history_json = h.dump();
+    save_checkpoint(ckpt_path, st);
+    write_json_file(out_dir + "/history.json", h);
+  };
+
+  for (int64_t epoch = start_epoch; epoch < epochs; ++epoch) {
+    const auto t0 = std::chrono::steady_clock::now();
+    built.net->train();
+    EpochLog log;
+    log.epoch = epoch + 1;
+    log.lr = opt->lr();
+    double loss_sum = 0, task_sum = 0, pen_sum = 0;
+    int64_t correct = 0, seen = 0;
+    std::unique_ptr<ProgressBar> bar;
+    if (!quiet) {
+      bar = std::make_unique<ProgressBar>(str_cat("epoch ", epoch + 1, "/", epochs), loader.num_batches(), "batch");
+      bar->set_rate_scale(static_cast<double>(c["batch_size"].get<int64_t>()), "img");
+    }
+    for (data::Batch& b : loader.epoch(epoch)) {
+      Tensor logits, penalty;
+      if (lambda > 0) {
+        Generator bgen(mix(mix(seed, 0x5E6u), mix(static_cast<uint64_t>(epoch), static_cast<uint64_t>(b.index))));
+        groups::RegularizedOutput r = groups::regularized_forward(forward, built.model.get(), G, b.images, ro, bgen);
+        logits = r.output;
+        penalty = r.penalty;
+      } else {
+        logits = forward(b.images);
+      }
+      const Tensor task_loss = cross_entropy(logits, b.labels, Tensor(), Reduction::Mean, smoothing);
+      const Tensor loss = penalty.defined() ? add(task_loss, mul(penalty, lambda)) : task_loss;
+      opt->zero_grad();
+      loss.backward();
+      if (clip > 0) clip_grad_norm(params, clip);
+      opt->step();
+      const double l = loss.item();
+      ORBIT_CHECK(std::isfinite(l), "run: the loss became ", l, " at epoch ", epoch + 1, ", batch ", b.index + 1,
+                  "; lower the learning rate (lr = ", opt->lr(), ") or lambda, or set grad_clip");
+      loss_sum += l * b.size();
+      task_sum += task_loss.item() * b.size();
+      if (penalty.defined()) pen_sum += penalty.item() * b.size();
+      {
+        NoGradGuard ng;
+        correct += static_cast<int64_t>(sum(eq(argmax(logits, 1), b.labels)).item());
+      }
+      seen += b.size();
+      if (bar) {
+        std::vector<std::pair<std::string, std::string>> v = {{"loss", ProgressBar::fixed(loss_sum / seen, 4)}};
+        if (lambda > 0) v.push_back({"R", ProgressBar::fixed(pen_sum / seen, 4)});
+        v.push_back({"acc", ProgressBar::fixed(100.0 * correct / seen, 2) + "%"});
+        bar->update(1, v);
+      }
+    }
+    if (bar) bar->finish();
+    sched->step();
+    log.loss = loss_sum / std::max<int64_t>(seen, 1);
+    log.task_loss = task_sum / std::max<int64_t>(seen, 1);
+    log.penalty = pen_sum / std::max<int64_t>(seen, 1);
+    log.accuracy = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
+    log.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    history.push_back(log);
+    save_state(epoch + 1);
+    if (!quiet)
+      std::fprintf(stderr, "epoch %lld/%lld: loss %.4f (task %.4f, R %.4f), train acc %.2f%% (%.0f s)\n",
+                   static_cast<long long>(log.epoch), static_cast<long long>(epochs), log.loss, log.task_loss, log.penalty,
+                   100 * log.accuracy, log.seconds);
+    if (options.stop_after_epoch > 0 && epoch + 1 >= options.stop_after_epoch && epoch + 1 < epochs) return result;
+  }
+
+  // ---------------------------------------------------------------- one evaluation
+  const auto t_eval = std::chrono::steady_clock::now();
+  const groups::EvaluationMetrics m = evaluate_orbits(*built.net, task.eval, eval_groups, c["angle_step"],
+                                                      c["eval_batch_size"], quiet, options.eval_rows ? "validate" : "test");
+  const int64_t passes = c["equitune"].get<bool>() ? G.order() : 1;
+  double train_seconds = 0;
+  for (const auto& e : history) train_seconds += e.seconds;
+  nlohmann::json hist = nlohmann::json::array();
+  for (const auto& e : history) hist.push_back(e.to_json());
+  result.results = {{"config", c},
+                    {"metrics", metrics_to_json(m, passes)},
+                    {"source", built.source},
+                    {"classes", task.class_names},
+                    {"train_images", task.train.size()},
+                    {"normalization", {{"mean", built.mean}, {"std", built.std}}},
+                    {"train_seconds", train_seconds},
+                    {"eval_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_eval).count()},
+                    {"threads", num_threads()},
+                    {"history", hist}};
+  if (have_baseline) result.results["preserve_baseline"] = baseline;
+  save_weights(out_dir + "/model.safetensors", *built.model,
+               {{"model", c["model"].get<std::string>()},
+                {"dataset", c["dataset"].get<std::string>()},
+                {"num_classes", std::to_string(built.model->num_classes())},
+                {"classes", nlohmann::json(task.class_names).dump()},
+                {"normalization", nlohmann::json({{"mean", built.mean}, {"std", built.std}}).dump()}});
+  write_json_file(out_dir + "/results.json", result.results);
+  write_run_plots(out_dir, result.results);
+  result.completed = true;
+  if (!quiet) std::fprintf(stderr, "%s\n", summarize_metrics(result.results).c_str());
+  return result;
+}
+
+nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOptions& options) {
+  const nlohmann::json c = resolve_run_config(user_config);
+  const std::string out_dir = c["out_dir"];
+  fs::create_directories(out_dir);
+  write_json_file(out_dir + "/config.json", c);
+  // The folds are drawn from the task's training set (after the class selection and the fraction).
+  RunOptions probe = options;
+  probe.train_rows.reset();
+  probe.eval_rows.reset();
+  const Task task = load_task(c, probe);
+  const std::vector<data::Fold> folds = data::stratified_kfold(task.train, c["cv_folds"], mix(c["seed"], 0xC5));
+  std::vector<double> lrs = c["lr_grid"].get<std::vector<double>>();
+  if (lrs.empty()) lrs.push_back(c["lr"]);
+  const std::vector<double> lambdas = c["lambda_grid"].get<std::vector<double>>();
+  const std::string metric = c["cv_metric"];
+  const std::string group = c["group"];
+
+  nlohmann::json cv = {{"metric", metric}, {"group", group}, {"folds", folds.size()}, {"points", nlohmann::json::array()}};
+  double best = -1;
+  double best_lambda = lambdas[0], best_lr = lrs[0];
+  const int64_t total = static_cast<int64_t>(lrs.size() * lambdas.size() * folds.size());
+  int64_t done = 0;
+  for (double lr : lrs) {
+    for (double lambda : lambdas) {
+      std::vector<double> scores, eq_errors;
+      for (size_t k = 0; k < folds.size(); ++k) {
+        nlohmann::json fc = user_config;
+        char name[128];
+        std::snprintf(name, sizeof name, "/cv/lr%g_lambda%g/fold%zu", lr, lambda, k + 1);
+        fc["out_dir"] = out_dir + name;
+        fc["lambda"] = lambda;
+        fc["lr"] = lr;
+        fc["eval_groups"] = nlohmann::json::array({group});
+        fc["angle_step"] = 0;
+        RunOptions fo = options;
+        fo.train_rows = folds[k].train;
+        fo.eval_rows = folds[k].val;
+        const std::string res_path = fc["out_dir"].get<std::string>() + "/results.json";
+        nlohmann::json res;
+        if (options.resume && fs::exists(res_path) &&
+            read_json_file(res_path)["config"] == resolve_run_config(fc)) {
+          res = read_json_file(res_path);
+        } else {
+          if (!options.quiet)
+            std::fprintf(stderr, "cv %lld/%lld: lr %g, lambda %g, fold %zu/%zu\n", static_cast<long long>(done + 1),
+                         static_cast<long long>(total), lr, lambda, k + 1, folds.size());
+          res = run_training(fc, fo).results;
+        }
+        const nlohmann::json& mm = res["metrics"];
+        const double s = metric == "accuracy" ? mm["accuracy"].get<double>() : mm["orbits"][group][metric].get<double>();
+        scores.push_back(s);
+        eq_errors.push_back(mm["orbits"][group]["equivariance_error"].get<double>());
+        ++done;
+      }
+      double mean = 0, var = 0;
+      for (double s : scores) mean += s / scores.size();
+      for (double s : scores) var += (s - mean) * (s - mean) / std::max<size_t>(1, scores.size() - 1);
+      cv["points"].push_back({{"lr", lr}, {"lambda", lambda}, {"scores", scores}, {"mean", mean}, {"std", std::sqrt(var)},
+                              {"equivariance_error", [&] {
+                                 double e = 0;
+                                 for (double v : eq_errors) e += v / eq_errors.size();
+                                 return e;
+                               }()}});
+      if (!options.quiet)
+        std::fprintf(stderr, "cv: lr %g, lambda %g: %s %.2f%% +- %.2f\n", lr, lambda, metric.c_str(), 100 * mean,
+                     100 * std::sqrt(var));
+      if (mean > best) best = mean, best_lambda = lambda, best_lr = lr;
+    }
+  }
+  cv["best"] = {{"lambda", best_lambda}, {"lr", best_lr}, {"mean", best}};
+  write_json_file(out_dir + "/cv.json", cv);
+  write_cv_plot(out_dir, cv);
+  if (!options.quiet) std::fprintf(stderr, "cv: chose lambda %g, lr %g (%s %.2f%%)\n", best_lambda, best_lr, metric.c_str(), 100 * best);
+  return cv;
+}
+
+RunResult run_sweep(const nlohmann::json& user_config, const RunOptions& options) {
+  const nlohmann::json c = resolve_run_config(user_config);
+  const std::string out_dir = c["out_dir"];
+  const nlohmann::json cv = cross_validate(user_config, options);
+  const double best_lambda = cv["best"]["lambda"], best_lr = cv["best"]["lr"];
+  nlohmann::json final_config = user_config;
+  final_config["out_dir"] = out_dir + "/final";
+  final_config["lambda"] = best_lambda;
+  final_config["lr"] = best_lr;
+  RunOptions fo = options;
+  fo.train_rows.reset();
+  fo.eval_rows.reset();
+  RunResult r = run_training(final_config, fo);
+  if (r.completed) {
+    r.results["cv"] = cv;
+    write_json_file(out_dir + "/results.json", r.results);
+  }
+  r.out_dir = out_dir;
+  return r;
+}
+
+std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, const std::string& weights_path,
+                                         std::vector<std::string>* class_names) {
+  nlohmann::json uc = user_config;
+  uc["weights"] = weights_path;
+  uc["reset_head"] = false;
+  const nlohmann::json c = resolve_run_config(uc);
+  Metadata meta;
+  load_safetensors(weights_path, &meta);
+  Task task;  // only the shapes and the class names are needed
+  const auto classes = meta.count("classes") ? nlohmann::json::parse(meta["classes"]).get<std::vector<std::string>>()
+                                             : std::vector<std::string>{};
+  ORBIT_CHECK(meta.count("normalization"), weights_path, ": no normalization in the metadata; expected a model.safetensors written by an orbit run");
+  const auto norm = nlohmann::json::parse(meta["normalization"]);
+  const int64_t C = static_cast<int64_t>(norm.at("mean").size());
+  task.train.images = Tensor::zeros({1, C, 1, 1});
+  task.train.labels = Tensor::zeros({1}, DType::I64);
+  task.class_names = classes;
+  if (task.class_names.empty())
+    for (int64_t k = 0; k < std::stoll(meta.at("num_classes")); ++k) task.class_names.push_back(std::to_string(k));
+  Generator gen(0);
+  Built b = build_model(c, task, gen, true);
+  b.net->eval();
+  if (class_names) *class_names = task.class_names;
+  return b.net;
+}
+
+nlohmann::json evaluate_weights(const nlohmann::json& user_config, const std::string& weights_path, data::Split split,
+                                bool quiet) {
+  nlohmann::json uc = user_config;
+  uc["weights"] = weights_path;
+  uc["reset_head"] = false;
+  uc["equitune"] = user_config.value("equitune", false);
+  const nlohmann::json c = resolve_run_config(uc);
+  RunOptions o;
+  const Task task = load_task(c, o, split == data::Split::Test);
+  Generator gen(0);
+  Built built = build_model(c, task, gen, quiet);
+  const groups::Group G = groups::Group::parse(c["group"], boundary_of(c));
+  const groups::EvaluationMetrics m = evaluate_orbits(*built.net, task.eval, eval_groups_of(c), c["angle_step"],
+                                                      c["eval_batch_size"], quiet, "evaluate");
+  return {{"weights", weights_path}, {"split", data::split_name(split)}, {"classes", task.class_names},
+          {"metrics", metrics_to_json(m, c["equitune"].get<bool>() ? G.order() : 1)}};
+}
+
+}  // namespace orbit

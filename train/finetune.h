@@ -1,0 +1,82 @@
+// Equivariant fine-tuning runs, the heart of Orbit:
+//
+//   loss = cross_entropy(f(x), y) + λ · R(f, x)      (groups/regularizer.h)
+//
+// One trainer runs every method of a comparison, so they are like for like:
+//   plain fine-tuning          lambda = 0, augment "none"
+//   augmentation               augment "group" (a random element of the group per image) or "rotation"
+//   equi-tuning                equitune = true: f_G(x) = mean over G of f(g·x) (|G| passes per input)
+//   the regularizer            lambda > 0 (with or without augmentation)
+// and pretraining is the same run without a weight file.
+//
+// A run is described by a JSON config (run_config_schema(); `orbit config --run` lists every key),
+// validated before any work starts. It loads the task (a dataset, optionally a subset of its classes and
+// a stratified seeded fraction of its training images), builds the model from the registry, loads a
+// weight file and replaces the head, freezes named parts, trains with checkpoints after every epoch
+// (exact resume: model, optimizer, schedule, random state, epoch), then evaluates once on the test set:
+// accuracy, orbit accuracy and consistency for each evaluation group, equivariance error and accuracy
+// against the rotation angle (groups/metrics.h). Results go to out_dir: config.json (resolved),
+// results.json, history.json, model.safetensors (with the normalization in its metadata), curves.
+//
+// A sweep chooses λ (and the learning rate) by stratified k-fold cross-validation on the training set
+// only, then trains on the whole training set with the chosen values and evaluates once on the test set.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "data/dataset.h"
+#include "layers/module.h"
+#include "train/config.h"
+
+namespace orbit {
+
+const ConfigSchema& run_config_schema();
+// resolve() plus the checks a schema cannot express: the group specs parse, fraction in (0, 1], the
+// weight file exists, taps only with lambda > 0, grids not empty for a sweep. Throws naming the key.
+nlohmann::json resolve_run_config(const nlohmann::json& user);
+
+struct RunOptions {
+  bool resume = true;            // continue from out_dir/checkpoint.safetensors when it exists
+  int64_t stop_after_epoch = 0;  // > 0: return after this epoch (as if interrupted); for tests
+  bool quiet = false;            // no progress bars or per-epoch lines
+  // Supplies the raw datasets instead of reading the config's dataset (tests).
+  std::function<data::ImageClassificationDataset(data::Split)> dataset_provider;
+  // Cross-validation: train on these rows of the task's training set and evaluate on `eval_rows`
+  // of it instead of the test set.
+  std::optional<std::vector<int64_t>> train_rows, eval_rows;
+};
+
+struct RunResult {
+  nlohmann::json results;  // what results.json holds
+  std::string out_dir;
+  bool completed = false;
+};
+
+// Trains (or resumes) and evaluates one run.
+RunResult run_training(const nlohmann::json& config, const RunOptions& options = {});
+
+// Stratified k-fold cross-validation over lambda_grid x lr_grid on the task's training set (the fold
+// runs go to out_dir/cv/, and are reused when resuming). Returns {"points": [{lr, lambda, scores, mean,
+// std, equivariance_error}], "best": {lambda, lr, mean}, ...} and writes out_dir/cv.json and cv.svg.
+nlohmann::json cross_validate(const nlohmann::json& config, const RunOptions& options = {});
+
+// cross_validate, then the final run; writes out_dir/cv.json, cv.svg and
+// the final run's files in out_dir/final/. Completed fold runs are reused when resuming.
+RunResult run_sweep(const nlohmann::json& config, const RunOptions& options = {});
+
+// Evaluates a weight file written by a run on the run's task (test split, or train), with the run
+// config's evaluation groups and angle sweep.
+nlohmann::json evaluate_weights(const nlohmann::json& config, const std::string& weights_path,
+                                data::Split split = data::Split::Test, bool quiet = false);
+
+// The network of a finished run, ready for inference: the registry model with `weights_path` loaded,
+// behind the run's input normalization, and group-averaged when the run used equi-tuning. Its input is
+// raw images (pixels in [0, 1]); `class_names` receives the task's class names.
+std::shared_ptr<Module> load_run_network(const nlohmann::json& config, const std::string& weights_path,
+                                         std::vector<std::string>* class_names = nullptr);
+
+}  // namespace orbit

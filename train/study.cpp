@@ -1,0 +1,338 @@
+#include "train/study.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "data/dataset.h"
+#include "data/split.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "groups/action.h"
+#include "train/config.h"
+#include "train/finetune.h"
+#include "train/plot.h"
+#include "train/report.h"
+
+namespace orbit {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<std::string> kStudyKeys = {"name", "description", "out_dir", "pretrain", "finetune", "regimes",
+                                             "methods", "seeds", "cv_seed", "grid_images"};
+
+// "10%" -> "10pct", "plain fine-tuning" -> "plain_fine-tuning": folder names.
+std::string slug(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') o += c;
+    else if (c == '%') o += "pct";
+    else o += '_';
+  }
+  return o;
+}
+
+nlohmann::json merged(nlohmann::json base, const nlohmann::json& over) {
+  for (auto& [k, v] : over.items()) base[k] = v;
+  return base;
+}
+
+struct Plan {
+  nlohmann::json study;
+  std::string out_dir;
+  nlohmann::json pretrain;  // run config
+  struct Run {
+    std::string regime, method;
+    bool cv = false;
+    nlohmann::json config;  // without weights, seed and out_dir
+    std::string dir;        // out_dir/<regime>/<method>
+  };
+  std::vector<Run> runs;
+  std::vector<int64_t> seeds;
+  int64_t cv_seed = 0;
+};
+
+Plan make_plan(const nlohmann::json& s) {
+  ORBIT_CHECK(s.is_object(), "study config: expected a JSON object, got ", s.type_name());
+  for (auto& [k, v] : s.items()) {
+    bool known = false;
+    for (const auto& a : kStudyKeys) known |= a == k;
+    if (!known) {
+      std::string keys;
+      for (const auto& a : kStudyKeys) keys += (keys.empty() ? "" : ", ") + a;
+      throw Error(str_cat("study config: unknown key \"", k, "\"; allowed keys: ", keys));
+    }
+  }
+  for (const char* k : {"out_dir", "pretrain", "finetune", "regimes", "methods", "seeds"})
+    ORBIT_CHECK(s.contains(k), "study config: missing required key \"", k, "\"");
+  Plan p;
+  p.study = s;
+  ORBIT_CHECK(s["out_dir"].is_string() && !s["out_dir"].get<std::string>().empty(), "study config: key \"out_dir\": expected a non-empty string, got ", s["out_dir"].dump());
+  p.out_dir = s["out_dir"];
+  ORBIT_CHECK(s["pretrain"].is_object(), "study config: key \"pretrain\": expected a run config object, got ", s["pretrain"].dump());
+  ORBIT_CHECK(s["finetune"].is_object(), "study config: key \"finetune\": expected a run config object, got ", s["finetune"].dump());
+  ORBIT_CHECK(!s["finetune"].contains("weights"), "study config: key \"finetune\" must not set \"weights\": the study fine-tunes its own pretrained model");
+  ORBIT_CHECK(s["seeds"].is_array() && !s["seeds"].empty(), "study config: key \"seeds\": expected a non-empty list of integers, got ", s["seeds"].dump());
+  for (const auto& v : s["seeds"]) {
+    ORBIT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, "study config: key \"seeds\": expected integers >= 0, got ", v.dump());
+    p.seeds.push_back(v.get<int64_t>());
+  }
+  p.cv_seed = s.value("cv_seed", p.seeds[0]);
+  p.pretrain = merged(s["pretrain"], {{"out_dir", p.out_dir + "/pretrain"}});
+  try {
+    resolve_run_config(p.pretrain);
+  } catch (const Error& e) {
+    throw Error(str_cat("study config: key \"pretrain\": ", e.what()));
+  }
+  ORBIT_CHECK(s["regimes"].is_array() && !s["regimes"].empty(), "study config: key \"regimes\": expected a non-empty list of {\"name\", \"fraction\"}, got ", s["regimes"].dump());
+  ORBIT_CHECK(s["methods"].is_array() && !s["methods"].empty(), "study config: key \"methods\": expected a non-empty list of {\"name\", \"set\", \"cv\"}, got ", s["methods"].dump());
+  std::set<std::string> method_names;
+  for (const auto& m : s["methods"]) {
+    ORBIT_CHECK(m.is_object() && m.contains("name") && m["name"].is_string(), "study config: key \"methods\": each method needs a \"name\", got ", m.dump());
+    for (auto& [k, v] : m.items())
+      ORBIT_CHECK(k == "name" || k == "set" || k == "cv", "study config: method \"", m["name"].get<std::string>(), "\": unknown key \"", k, "\"; allowed: name, set, cv");
+    ORBIT_CHECK(method_names.insert(m["name"].get<std::string>()).second, "study config: method \"", m["name"].get<std::string>(), "\" appears twice");
+  }
+  for (const auto& r : s["regimes"]) {
+    ORBIT_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && r.contains("fraction") && r["fraction"].is_number(),
+                "study config: key \"regimes\": each regime needs {\"name\": string, \"fraction\": number}, got ", r.dump());
+    for (const auto& m : s["methods"]) {
+      Plan::Run run;
+      run.regime = r["name"];
+      run.method = m["name"];
+      run.cv = m.value("cv", false);
+      run.config = merged(s["finetune"], m.value("set", nlohmann::json::object()));
+      run.config["fraction"] = r["fraction"];
+      run.dir = p.out_dir + "/" + slug(run.regime) + "/" + slug(run.method);
+      try {
+        nlohmann::json probe = run.config;
+        probe["out_dir"] = run.dir;
+        const nlohmann::json rc = resolve_run_config(probe);
+        ORBIT_CHECK(!run.cv || rc["lambda"].get<double>() > 0 || true, "");
+      } catch (const Error& e) {
+        throw Error(str_cat("study config: regime \"", run.regime, "\", method \"", run.method, "\": ", e.what()));
+      }
+      p.runs.push_back(run);
+    }
+  }
+  return p;
+}
+
+bool finished(const std::string& dir, const nlohmann::json& config) {
+  const std::string path = dir + "/results.json";
+  if (!fs::exists(path)) return false;
+  const nlohmann::json r = read_json_file(path);
+  return r.contains("config") && r["config"] == resolve_run_config(merged(config, {{"out_dir", dir}}));
+}
+
+std::string pm(const std::vector<double>& v, double scale = 100, int decimals = 1) {
+  double mean = 0, var = 0;
+  for (double x : v) mean += x / v.size();
+  for (double x : v) var += (x - mean) * (x - mean) / std::max<size_t>(1, v.size() - 1);
+  char b[64];
+  if (v.size() > 1)
+    std::snprintf(b, sizeof b, "%.*f ± %.*f", decimals, scale * mean, decimals, scale * std::sqrt(var));
+  else
+    std::snprintf(b, sizeof b, "%.*f", decimals, scale * mean);
+  return b;
+}
+
+}  // namespace
+
+nlohmann::json resolve_study_config(const nlohmann::json& study) {
+  make_plan(study);
+  return study;
+}
+
+nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& options) {
+  const Plan p = make_plan(study);
+  fs::create_directories(p.out_dir);
+  write_json_file(p.out_dir + "/study.json", study);
+  RunOptions ro;
+  ro.resume = options.resume;
+  ro.quiet = options.quiet;
+
+  const std::string pre_dir = p.out_dir + "/pretrain";
+  if (!finished(pre_dir, p.pretrain)) {
+    if (!options.quiet) std::fprintf(stderr, "== pretraining (%s)\n", pre_dir.c_str());
+    run_training(p.pretrain, ro);
+  }
+  const std::string weights = pre_dir + "/model.safetensors";
+
+  const size_t total = p.runs.size() * p.seeds.size();
+  size_t k = 0;
+  for (const Plan::Run& run : p.runs) {
+    nlohmann::json cfg = run.config;
+    cfg["weights"] = weights;
+    if (run.cv) {
+      nlohmann::json cv_cfg = merged(cfg, {{"seed", p.cv_seed}, {"out_dir", run.dir}});
+      if (!options.quiet) std::fprintf(stderr, "== %s, %s: cross-validating lambda\n", run.regime.c_str(), run.method.c_str());
+      const nlohmann::json cv = cross_validate(cv_cfg, ro);
+      cfg["lambda"] = cv["best"]["lambda"];
+      cfg["lr"] = cv["best"]["lr"];
+    }
+    for (int64_t seed : p.seeds) {
+      ++k;
+      const std::string dir = run.dir + "/seed" + std::to_string(seed);
+      const nlohmann::json rc = merged(cfg, {{"seed", seed}, {"out_dir", dir}});
+      if (finished(dir, rc)) continue;
+      if (!options.quiet) std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld\n", k, total, run.regime.c_str(), run.method.c_str(),
+                   static_cast<long long>(seed));
+      run_training(rc, ro);
+    }
+  }
+  return write_study_report(study);
+}
+
+nlohmann::json write_study_report(const nlohmann::json& study) {
+  const Plan p = make_plan(study);
+  const std::string weights = p.out_dir + "/pretrain/model.safetensors";
+  const nlohmann::json pre = read_json_file(p.out_dir + "/pretrain/results.json");
+  const nlohmann::json ft = resolve_run_config(merged(p.study["finetune"], {{"out_dir", "x"}}));
+  const std::vector<std::string> eval_groups = ft["eval_groups"].get<std::vector<std::string>>();
+
+  nlohmann::json summary = {{"name", p.study.value("name", "study")}, {"pretrain", pre["metrics"]}, {"regimes", nlohmann::json::object()}};
+  std::string md = "# " + p.study.value("name", std::string("Study")) + "\n\n";
+  if (p.study.contains("description")) md += p.study["description"].get<std::string>() + "\n\n";
+  md += str_cat("Reproduce: `build/orbit study --config ", p.out_dir, "/study.json` (finished runs are reused; ",
+                "`build/orbit report --config ", p.out_dir, "/study.json` rebuilds this page).\n\n");
+  md += str_cat("Pretrained model: ", pre["config"]["model"].get<std::string>(), " on classes ", pre["config"]["classes"].dump(),
+                " of ", pre["config"]["dataset"].get<std::string>(), " with augmentation \"", pre["config"]["augment"].get<std::string>(),
+                "\", ", pre["config"]["epochs"].get<int64_t>(), " epochs: ", summarize_metrics(pre), ".\n\n");
+  md += "Metrics on the test set of the new task (mean ± std over seeds " + p.study["seeds"].dump() +
+        "): accuracy upright, orbit accuracy (mean over the group's transforms of the test set), orbit consistency "
+        "(share of test images predicted alike on the whole orbit), equivariance error ||f(gx) − f(x)|| / ||f(x)||, "
+        "and forward passes per input at inference. λ: chosen by cross-validation where marked (cv).\n\n";
+
+  std::set<std::string> regimes_done;
+  for (const auto& reg : p.study["regimes"]) {
+    const std::string regime = reg["name"];
+    md += "## " + regime + " of the training images\n\n| method | λ | upright |";
+    std::string sep = "|---|---|---|";
+    for (const auto& g : eval_groups) md += " " + g + " orbit |", sep += "---|";
+    for (const auto& g : eval_groups) md += " " + g + " consistency |", sep += "---|";
+    md += " " + eval_groups[0] + " error | passes | train s |\n" + sep + "---|---|---|\n";
+    std::vector<Series> angle_series;
+    nlohmann::json rs = nlohmann::json::object();
+    std::string any_dir;
+    for (const Plan::Run& run : p.runs) {
+      if (run.regime != regime) continue;
+      std::vector<double> up, err, secs, lambdas;
+      std::map<std::string, std::vector<double>> orb, cons;
+      std::vector<double> angle_mean;
+      std::vector<double> angles;
+      int64_t passes = 1;
+      int64_t n = 0;
+      for (int64_t seed : p.seeds) {
+        const std::string path = run.dir + "/seed" + std::to_string(seed) + "/results.json";
+        if (!fs::exists(path)) continue;
+        const nlohmann::json r = read_json_file(path);
+        const auto& m = r["metrics"];
+        up.push_back(m["accuracy"]);
+        for (const auto& g : eval_groups) {
+          orb[g].push_back(m["orbits"][g]["orbit_accuracy"]);
+          cons[g].push_back(m["orbits"][g]["consistency"]);
+        }
+        err.push_back(m["orbits"][eval_groups[0]]["equivariance_error"]);
+        secs.push_back(r["train_seconds"]);
+        lambdas.push_back(r["config"]["lambda"]);
+        passes = m["forward_passes_per_input"];
+        angles = m["angles"].get<std::vector<double>>();
+        const auto aa = m["angle_accuracy"].get<std::vector<double>>();
+        if (angle_mean.empty()) angle_mean.assign(aa.size(), 0.0);
+        for (size_t i = 0; i < aa.size() && i < angle_mean.size(); ++i) angle_mean[i] += aa[i];
+        ++n;
+        any_dir = run.dir + "/seed" + std::to_string(seed);
+      }
+      if (n == 0) {
+        md += "| " + run.method + " | (not run) |\n";
+        continue;
+      }
+      char lam[64];
+      std::snprintf(lam, sizeof lam, "%g%s", lambdas[0], run.cv ? " (cv)" : "");
+      md += "| " + run.method + " | " + lam + " | " + pm(up) + " |";
+      for (const auto& g : eval_groups) md += " " + pm(orb[g]) + " |";
+      for (const auto& g : eval_groups) md += " " + pm(cons[g]) + " |";
+      md += " " + pm(err, 1, 3) + " | " + std::to_string(passes) + " | " + pm(secs, 1, 0) + " |\n";
+      for (auto& a : angle_mean) a = 100 * a / n;
+      if (!angles.empty()) angle_series.push_back({run.method, angles, angle_mean});
+      nlohmann::json mj = {{"lambda", lambdas[0]}, {"cv", run.cv}, {"seeds", n}, {"accuracy", up}, {"equivariance_error", err},
+                           {"forward_passes_per_input", passes}, {"train_seconds", secs}, {"orbit_accuracy", nlohmann::json::object()},
+                           {"consistency", nlohmann::json::object()}};
+      for (const auto& g : eval_groups) mj["orbit_accuracy"][g] = orb[g], mj["consistency"][g] = cons[g];
+      rs[run.method] = mj;
+    }
+    summary["regimes"][regime] = rs;
+    const std::string rdir = p.out_dir + "/" + slug(regime);
+    fs::create_directories(rdir);
+    if (!angle_series.empty()) {
+      write_text_file(rdir + "/angle.svg", svg_line_chart("test accuracy against the rotation angle (" + regime + ")",
+                                                          "angle (degrees)", "accuracy (%)", angle_series, 720, 420));
+      md += "\n![accuracy against angle](" + slug(regime) + "/angle.svg)\n\n";
+    }
+    for (const Plan::Run& run : p.runs)
+      if (run.regime == regime && run.cv && fs::exists(run.dir + "/cv.svg")) {
+        const std::string rel = slug(regime) + "/" + slug(run.method);
+        md += "Cross-validation of λ for " + run.method + ": ![cv](" + rel + "/cv.svg) ![equivariance error against λ](" + rel +
+              "/cv_equivariance.svg)\n\n";
+      }
+
+    // Image grid: a few test images under the largest evaluation group, with each method's prediction.
+    const int64_t K = p.study.value("grid_images", 4);
+    if (K > 0 && !any_dir.empty()) {
+      std::string biggest = eval_groups[0];
+      for (const auto& g : eval_groups)
+        if (groups::Group::parse(g).order() > groups::Group::parse(biggest).order()) biggest = g;
+      const groups::Group G = groups::Group::parse(biggest);
+      const nlohmann::json rc = read_json_file(any_dir + "/results.json")["config"];
+      data::ImageClassificationDataset test = data::load_dataset(rc["dataset"], data::Split::Test, rc["data_dir"]);
+      if (!rc["classes"].empty()) test = data::select_classes(test, rc["classes"].get<std::vector<int64_t>>());
+      std::vector<int64_t> rows;  // the first image of each of the first K classes
+      for (int64_t c = 0; c < test.num_classes() && static_cast<int64_t>(rows.size()) < K; ++c) {
+        const auto labels = test.labels.to_vector<int64_t>();
+        for (size_t i = 0; i < labels.size(); ++i)
+          if (labels[i] == c) {
+            rows.push_back(static_cast<int64_t>(i));
+            break;
+          }
+      }
+      const data::ImageClassificationDataset few = test.subset(rows);
+      std::vector<std::string> cols;
+      for (int64_t g = 0; g < G.order(); ++g) cols.push_back(G.element_name(g));
+      std::vector<GridRow> grid;
+      for (const Plan::Run& run : p.runs) {
+        if (run.regime != regime) continue;
+        const std::string dir = run.dir + "/seed" + std::to_string(p.seeds[0]);
+        if (!fs::exists(dir + "/model.safetensors")) continue;
+        std::vector<std::string> names;
+        auto net = load_run_network(read_json_file(dir + "/results.json")["config"], dir + "/model.safetensors", &names);
+        NoGradGuard ng;
+        std::vector<Tensor> acted;
+        std::vector<std::vector<int64_t>> preds;
+        for (int64_t g = 0; g < G.order(); ++g) {
+          acted.push_back(groups::act(G, g, few.images, groups::FieldKind::Scalar));
+          preds.push_back(argmax((*net)(acted.back()), 1).to_vector<int64_t>());
+        }
+        const auto truth = few.labels.to_vector<int64_t>();
+        for (size_t i = 0; i < rows.size(); ++i) {
+          GridRow row{run.method + " · " + few.class_names[truth[i]], {}};
+          for (int64_t g = 0; g < G.order(); ++g)
+            row.cells.push_back({acted[g].select(0, static_cast<int64_t>(i)), names[preds[g][i]], preds[g][i] == truth[i]});
+          grid.push_back(row);
+        }
+      }
+      write_text_file(rdir + "/grid.svg", svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
+                                                             regime + ", seed " + std::to_string(p.seeds[0]) + ")",
+                                                         cols, grid));
+      md += "Predictions on test images under " + G.name() + " (green: correct): ![grid](" + slug(regime) + "/grid.svg)\n\n";
+    }
+  }
+  write_text_file(p.out_dir + "/report.md", md);
+  write_json_file(p.out_dir + "/summary.json", summary);
+  return summary;
+}
+
+}  // namespace orbit

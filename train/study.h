@@ -1,0 +1,38 @@
+// A study: pretrain once, then fine-tune with every method of a comparison, in every data regime, with
+// several seeds; λ of the regularizer methods chosen by k-fold cross-validation (once per regime and
+// method, with the study's cv_seed); then a Markdown report with the comparison table (mean ± std over
+// seeds), plots and an image grid. Every run is resumable: finished runs are reused, and an interrupted
+// one continues from its last checkpoint.
+//
+// {
+//   "name": "...", "out_dir": "results/fashion_c4",
+//   "pretrain": { run config },                       // trained from scratch, saved as out_dir/pretrain
+//   "finetune": { run config },                       // shared by every fine-tuning run ("weights" is set)
+//   "regimes": [ {"name": "10%", "fraction": 0.1}, ... ],
+//   "methods": [ {"name": "plain", "set": {}}, {"name": "ours", "set": {"lambda": 1}, "cv": true}, ... ],
+//   "seeds": [0, 1, 2], "cv_seed": 0,
+//   "grid_images": 5                                 // test images in the report's image grid
+// }
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace orbit {
+
+struct StudyOptions {
+  bool resume = true;
+  bool quiet = false;
+};
+
+// Validates the study and every run config it implies (before any work starts); throws naming the key.
+nlohmann::json resolve_study_config(const nlohmann::json& study);
+
+// Runs what is not done yet, then writes the report. Returns the summary (what summary.json holds).
+nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& options = {});
+
+// Rebuilds out_dir/report.md, summary.json and the plots from the finished runs (no training).
+nlohmann::json write_study_report(const nlohmann::json& study);
+
+}  // namespace orbit
