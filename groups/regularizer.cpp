@@ -1,6 +1,7 @@
 #include "groups/regularizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "engine/error.h"
@@ -64,14 +65,24 @@ Tensor discrepancy(const Tensor& y, const Tensor& ref, Discrepancy d) {
 }
 
 void draw_elements(const Group& G, int64_t num_items, int64_t samples, Generator& gen,
-                   std::vector<int64_t>& items, std::vector<int64_t>& elements) {
+                   std::vector<int64_t>& items, std::vector<int64_t>& elements, double item_fraction) {
   ORBIT_CHECK(samples >= 0, "regularizer: samples must be >= 0 (0 = the whole orbit), got ", samples);
+  ORBIT_CHECK(item_fraction > 0 && item_fraction <= 1, "regularizer: item_fraction must be in (0, 1], got ", item_fraction);
   items.clear();
   elements.clear();
   const int64_t others = G.order() - 1;
   if (others == 0) return;
   const bool whole = samples == 0 || samples >= others;
-  for (int64_t i = 0; i < num_items; ++i) {
+  std::vector<int64_t> chosen;
+  if (item_fraction < 1.0) {
+    const int64_t m = std::max<int64_t>(1, std::llround(item_fraction * num_items));
+    std::vector<int64_t> perm = gen.permutation(num_items);
+    chosen.assign(perm.begin(), perm.begin() + std::min(m, num_items));
+    std::sort(chosen.begin(), chosen.end());
+  } else {
+    for (int64_t i = 0; i < num_items; ++i) chosen.push_back(i);
+  }
+  for (int64_t i : chosen) {
     if (whole) {
       for (int64_t g = 1; g <= others; ++g) items.push_back(i), elements.push_back(g);
       continue;
@@ -97,7 +108,7 @@ RegularizedOutput regularized_forward(const std::function<Tensor(const Tensor&)>
   ORBIT_CHECK(o.taps.empty() || taps_root != nullptr, "regularizer: feature taps need the model (taps_root)");
   const int64_t N = x.size(0);
   RegularizedOutput r;
-  draw_elements(G, N, o.samples, gen, r.items, r.elements);
+  draw_elements(G, N, o.samples, gen, r.items, r.elements, o.item_fraction);
   if (r.items.empty()) {  // trivial group: nothing to compare
     r.output = f(x);
     r.penalty = Tensor::zeros({}, r.output.dtype(), r.output.device());

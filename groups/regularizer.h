@@ -2,8 +2,9 @@
 //
 //   loss = task_loss(f(x), y) + λ · R(f, x),     R = E_i E_{g} d( f(g·x_i), ρ_out(g)·f(x_i) )
 //
-// For each item of the batch, `samples` group elements other than the identity are drawn (or all of
-// them: the whole orbit); the original batch and its transformed copies go through the model in one
+// For each item of the batch (or of a random share `item_fraction` of the items, a cheaper unbiased
+// estimate), `samples` group elements other than the identity are drawn (or all of them: the whole
+// orbit); the original batch and its transformed copies go through the model in one
 // forward pass (and so one backward pass), the output of the original items is the task output and
 // the reference branch of R.
 //
@@ -49,6 +50,7 @@ Tensor discrepancy(const Tensor& y, const Tensor& ref, Discrepancy d);
 struct RegularizerOptions {
   Discrepancy discrepancy = Discrepancy::KL;
   int64_t samples = 1;        // elements drawn per item (without replacement); 0: the whole orbit
+  double item_fraction = 1.0; // share of the batch's items that get transformed copies, in (0, 1]
   bool stop_gradient = true;  // detach the reference branch ρ(g)·f(x)
   FieldKind in_kind = FieldKind::Scalar;      // how G acts on the input
   FieldKind out_kind = FieldKind::Invariant;  // how G acts on the output
@@ -69,8 +71,10 @@ struct RegularizedOutput {
 // The elements to apply per item: for each item, `samples` distinct non-identity elements drawn
 // uniformly (all of them, in order, when samples == 0 or samples >= order − 1). Returns parallel lists
 // (items, elements). A trivial group (order 1) returns empty lists.
+// With item_fraction < 1, only round(item_fraction * num_items) items (at least 1), drawn without
+// replacement and listed in increasing order, get elements.
 void draw_elements(const Group& G, int64_t num_items, int64_t samples, Generator& gen,
-                   std::vector<int64_t>& items, std::vector<int64_t>& elements);
+                   std::vector<int64_t>& items, std::vector<int64_t>& elements, double item_fraction = 1.0);
 
 // One forward pass of f over [x; g·x] and the penalty. `f` is the model as a function (it may
 // include input normalization); `taps_root` holds the tapped submodules (may be null without taps).

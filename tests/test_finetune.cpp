@@ -111,6 +111,9 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"lambda", -1.0}}, {"lambda", "-1"});
   expect_bad({{"fraction", 0.0}}, {"fraction", "(0, 1]"});
   expect_bad({{"fraction", 1.5}}, {"fraction", "1.5"});
+  expect_bad({{"reg_fraction", 0.0}}, {"reg_fraction", "(0, 1]"});
+  expect_bad({{"test_fraction", 0.0}}, {"test_fraction", "(0, 1]"});
+  expect_bad({{"angle_test_fraction", 0.0}}, {"angle_test_fraction", "(0, 1]"});
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
   expect_bad({{"lamda", 1.0}}, {"unknown key", "lamda", "lambda"});
   expect_bad({{"discrepancy", "js"}}, {"discrepancy", "js", "sym_kl"});
@@ -155,6 +158,7 @@ TEST(Finetune, PretrainThenEveryMethod) {
       {"ours_two_sided_l2", {{"lambda", 1.0}, {"stop_gradient", false}, {"discrepancy", "l2"}, {"samples", 0}}, 1},
       {"ours_taps_preserve", {{"lambda", 1.0}, {"taps", {"layer2"}}, {"preserve", true}, {"augment", "group"}}, 1},
       {"frozen", {{"freeze", {"conv1.", "bn1.", "layer1."}}}, 1},
+      {"half_batch_quick_eval", {{"lambda", 1.0}, {"reg_fraction", 0.5}, {"angle_test_fraction", 0.5}}, 1},
   };
   for (const Method& me : methods) {
     nlohmann::json c = tiny_config(dir + "/" + me.name);
@@ -230,7 +234,19 @@ TEST(Finetune, CrossValidationChoosesFromTheGrid) {
   c["cv_folds"] = 2;
   c["lambda_grid"] = {0.0, 1.0};
   c["angle_step"] = 0;
+  // Two processes' shares of the fold runs first (here one after the other): shard 0 runs the fold
+  // runs 0 and 2, shard 1 the runs 1 and 3; the sweep then reuses all four.
+  for (int64_t shard = 0; shard < 2; ++shard) {
+    RunOptions so = tiny_options();
+    so.shard_index = shard;
+    so.shard_count = 2;
+    EXPECT_TRUE(cross_validate(c, so).contains("partial"));
+    EXPECT_TRUE(fs::exists(dir + "/sweep/cv/lr0.003_lambda1/fold1/results.json"));
+    EXPECT_EQ(fs::exists(dir + "/sweep/cv/lr0.003_lambda1/fold2/results.json"), shard == 1);
+  }
+  const auto stamp = fs::last_write_time(dir + "/sweep/cv/lr0.003_lambda1/fold2/results.json");
   const RunResult r = run_sweep(c, tiny_options());
+  EXPECT_EQ(fs::last_write_time(dir + "/sweep/cv/lr0.003_lambda1/fold2/results.json"), stamp) << "reused, not rerun";
   ASSERT_TRUE(r.completed);
   const nlohmann::json cv = read_json_file(dir + "/sweep/cv.json");
   ASSERT_EQ(cv["points"].size(), 2u);

@@ -119,6 +119,21 @@ TEST(Regularizer, DrawElements) {
   EXPECT_EQ(counts[0], 0);
   for (int e = 1; e < 8; ++e) EXPECT_NEAR(counts[e], 1000, 150);  // ~5 standard deviations
   expect_error([&] { draw_elements(G, 2, -1, gen, items, elements); }, {"samples", "-1"});
+  // A share of the items: round(0.25 * 10) = 3 distinct items, in increasing order, 2 elements each.
+  draw_elements(G, 10, 2, gen, items, elements, 0.25);
+  ASSERT_EQ(items.size(), 6u);
+  EXPECT_EQ(items[0], items[1]);
+  EXPECT_LT(items[1], items[2]);
+  EXPECT_LT(items[3], items[4]);
+  // Over many draws every item is chosen about equally often (unbiased estimate of R).
+  std::vector<int> chosen(10, 0);
+  for (int t = 0; t < 4000; ++t) {
+    draw_elements(G, 10, 1, gen, items, elements, 0.5);
+    ASSERT_EQ(items.size(), 5u);
+    for (int64_t i : items) chosen[i]++;
+  }
+  for (int c : chosen) EXPECT_NEAR(c, 2000, 200);  // ~6 standard deviations
+  expect_error([&] { draw_elements(G, 2, 1, gen, items, elements, 0.0); }, {"item_fraction", "(0, 1]"});
 }
 
 TEST(Regularizer, ZeroForInvariantModelPositiveOtherwise) {

@@ -53,6 +53,7 @@ const ConfigSchema& run_config_schema() {
         .number("lambda", 0.0, 0.0, 1e6, "weight of the equivariance regularizer (0: off)")
         .string("discrepancy", "kl", {"kl", "sym_kl", "l2"}, "the regularizer's discrepancy")
         .integer("samples", 1, 0, 1 << 20, "group elements drawn per image for the regularizer (0: the whole orbit)")
+        .number("reg_fraction", 1.0, 0.0, 1.0, "share of each batch's images that get transformed copies for the regularizer, in (0, 1]")
         .boolean("stop_gradient", true, "detach the reference branch f(x) in the regularizer (one-sided)")
         .string_list("taps", nlohmann::json::array(), {}, "submodules whose feature maps are also regularized, e.g. [\"layer2\"]")
         .number("tap_weight", 1.0, 0.0, 1e6, "weight of the feature-map terms relative to the output term")
@@ -71,7 +72,9 @@ const ConfigSchema& run_config_schema() {
         .integer("seed", 0, 0, 9007199254740991.0, "seed of the data subset, initialization, shuffling, augmentation and sampling")
         .string_list("eval_groups", nlohmann::json::array({"C4", "C8"}), {}, "groups whose orbits the test set is evaluated on")
         .number("angle_step", 15.0, 0.0, 360.0, "accuracy against the rotation angle in steps of this many degrees (0: off)")
-        .integer("eval_batch_size", 250, 1, 1 << 16, "batch size of evaluation")
+        .number("angle_test_fraction", 1.0, 0.0, 1.0, "stratified share of the evaluation images used for the accuracy against the angle, in (0, 1]")
+        .number("test_fraction", 1.0, 0.0, 1.0, "stratified seeded share of the test images to evaluate on, in (0, 1] (quick runs)")
+        .integer("eval_batch_size", 100, 1, 1 << 16, "batch size of evaluation")
         .integer("cv_folds", 5, 2, 100, "sweep: folds of the cross-validation")
         .number_list("lambda_grid", nlohmann::json::array({0.3, 1.0, 3.0, 10.0}), 0.0, 1e6, "sweep: values of lambda")
         .number_list("lr_grid", nlohmann::json::array(), 1e-8, 10.0, "sweep: learning rates (empty: the lr key only)")
@@ -84,8 +87,10 @@ const ConfigSchema& run_config_schema() {
 
 nlohmann::json resolve_run_config(const nlohmann::json& user) {
   nlohmann::json c = run_config_schema().resolve(user);
-  const double fraction = c["fraction"];
-  ORBIT_CHECK(fraction > 0 && fraction <= 1, "run config: key \"fraction\": expected a number in (0, 1], got ", fraction);
+  for (const char* key : {"fraction", "reg_fraction", "test_fraction", "angle_test_fraction"}) {
+    const double v = c[key];
+    ORBIT_CHECK(v > 0 && v <= 1, "run config: key \"", key, "\": expected a number in (0, 1], got ", v);
+  }
   const groups::Boundary b = c["translation_boundary"] == "zeros" ? groups::Boundary::Zeros : groups::Boundary::Periodic;
   try {
     groups::Group::parse(c["group"].get<std::string>(), b);
@@ -139,8 +144,10 @@ Task load_task(const nlohmann::json& c, const RunOptions& o, bool eval_on_test =
     train = data::select_classes(train, classes);
     test = data::select_classes(test, classes);
   }
-  const double fraction = c["fraction"];
+  const double fraction = c["fraction"], test_fraction = c["test_fraction"];
   if (fraction < 1.0) train = train.subset(data::stratified_fraction(train, fraction, c["seed"].get<uint64_t>()));
+  // The test subset does not depend on the run's seed, so every run of a comparison sees the same images.
+  if (test_fraction < 1.0) test = test.subset(data::stratified_fraction(test, test_fraction, 0x7E57));
   Task t;
   t.class_names = train.class_names;
   if (o.train_rows) {
@@ -301,9 +308,9 @@ nlohmann::json metrics_to_json(const groups::EvaluationMetrics& m, int64_t passe
           {"forward_passes_per_input", passes}};
 }
 
-groups::EvaluationMetrics evaluate_orbits(Module& net, const data::ImageClassificationDataset& ds,
-                                          const std::vector<groups::Group>& eval_groups, double angle_step,
-                                          int64_t batch_size, bool quiet, const std::string& label) {
+groups::EvaluationMetrics evaluate_pass(Module& net, const data::ImageClassificationDataset& ds,
+                                        const std::vector<groups::Group>& eval_groups, double angle_step,
+                                        int64_t batch_size, bool quiet, const std::string& label) {
   const bool was = net.is_training();
   net.eval();
   groups::OrbitEvaluator ev([&net](const Tensor& x) { return net(x); }, eval_groups, angle_step);
@@ -322,6 +329,22 @@ groups::EvaluationMetrics evaluate_orbits(Module& net, const data::ImageClassifi
   if (bar) bar->finish();
   net.train(was);
   return ev.result();
+}
+
+// The orbit metrics on the whole evaluation set; the accuracy against the angle on all of it, or on a
+// stratified share (angle_test_fraction) of it, which is the costlier part (360 / angle_step passes).
+groups::EvaluationMetrics evaluate_orbits(Module& net, const data::ImageClassificationDataset& ds,
+                                          const std::vector<groups::Group>& eval_groups, const nlohmann::json& c,
+                                          bool quiet, const std::string& label) {
+  const double angle_step = c["angle_step"], share = c["angle_test_fraction"];
+  const int64_t batch = c["eval_batch_size"];
+  if (share >= 1.0 || angle_step <= 0) return evaluate_pass(net, ds, eval_groups, angle_step, batch, quiet, label);
+  groups::EvaluationMetrics m = evaluate_pass(net, ds, eval_groups, 0.0, batch, quiet, label);
+  const data::ImageClassificationDataset few = ds.subset(data::stratified_fraction(ds, share, 0xA9));
+  const groups::EvaluationMetrics a = evaluate_pass(net, few, {}, angle_step, batch, quiet, label + " angles");
+  m.angles = a.angles;
+  m.angle_accuracy = a.angle_accuracy;
+  return m;
 }
 
 std::vector<groups::Group> eval_groups_of(const nlohmann::json& c) {
@@ -371,6 +394,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   groups::RegularizerOptions ro;
   ro.discrepancy = groups::parse_discrepancy(c["discrepancy"]);
   ro.samples = c["samples"];
+  ro.item_fraction = c["reg_fraction"];
   ro.stop_gradient = c["stop_gradient"];
   ro.taps = c["taps"].get<std::vector<std::string>>();
   ro.tap_weight = c["tap_weight"];
@@ -512,8 +536,8 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
 
   // ---------------------------------------------------------------- one evaluation
   const auto t_eval = std::chrono::steady_clock::now();
-  const groups::EvaluationMetrics m = evaluate_orbits(*built.net, task.eval, eval_groups, c["angle_step"],
-                                                      c["eval_batch_size"], quiet, options.eval_rows ? "validate" : "test");
+  const groups::EvaluationMetrics m =
+      evaluate_orbits(*built.net, task.eval, eval_groups, c, quiet, options.eval_rows ? "validate" : "test");
   const int64_t passes = c["equitune"].get<bool>() ? G.order() : 1;
   double train_seconds = 0;
   for (const auto& e : history) train_seconds += e.seconds;
@@ -569,6 +593,10 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
     for (double lambda : lambdas) {
       std::vector<double> scores, eq_errors;
       for (size_t k = 0; k < folds.size(); ++k) {
+        if (options.shard_count > 1 && done % options.shard_count != options.shard_index) {
+          ++done;  // another process's share
+          continue;
+        }
         nlohmann::json fc = user_config;
         char name[128];
         std::snprintf(name, sizeof name, "/cv/lr%g_lambda%g/fold%zu", lr, lambda, k + 1);
@@ -597,6 +625,7 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
         eq_errors.push_back(mm["orbits"][group]["equivariance_error"].get<double>());
         ++done;
       }
+      if (options.shard_count > 1) continue;
       double mean = 0, var = 0;
       for (double s : scores) mean += s / scores.size();
       for (double s : scores) var += (s - mean) * (s - mean) / std::max<size_t>(1, scores.size() - 1);
@@ -612,6 +641,7 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
       if (mean > best) best = mean, best_lambda = lambda, best_lr = lr;
     }
   }
+  if (options.shard_count > 1) return {{"partial", true}};
   cv["best"] = {{"lambda", best_lambda}, {"lr", best_lr}, {"mean", best}};
   write_json_file(out_dir + "/cv.json", cv);
   write_cv_plot(out_dir, cv);
@@ -678,8 +708,7 @@ nlohmann::json evaluate_weights(const nlohmann::json& user_config, const std::st
   Generator gen(0);
   Built built = build_model(c, task, gen, quiet);
   const groups::Group G = groups::Group::parse(c["group"], boundary_of(c));
-  const groups::EvaluationMetrics m = evaluate_orbits(*built.net, task.eval, eval_groups_of(c), c["angle_step"],
-                                                      c["eval_batch_size"], quiet, "evaluate");
+  const groups::EvaluationMetrics m = evaluate_orbits(*built.net, task.eval, eval_groups_of(c), c, quiet, "evaluate");
   return {{"weights", weights_path}, {"split", data::split_name(split)}, {"classes", task.class_names},
           {"metrics", metrics_to_json(m, c["equitune"].get<bool>() ? G.order() : 1)}};
 }

@@ -48,6 +48,10 @@ struct RunOptions {
   // Cross-validation: train on these rows of the task's training set and evaluate on `eval_rows`
   // of it instead of the test set.
   std::optional<std::vector<int64_t>> train_rows, eval_rows;
+  // Cross-validation split over several processes: this one runs the fold runs whose index (over
+  // the grid points and folds, in order) is shard_index modulo shard_count, and cross_validate
+  // returns {"partial": true}. Running it once more unsharded reuses every finished fold run.
+  int64_t shard_index = 0, shard_count = 1;
 };
 
 struct RunResult {

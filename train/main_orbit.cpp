@@ -46,9 +46,11 @@ usage:
   orbit sweep --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
       Chooses lambda (lambda_grid) and the learning rate (lr_grid) by cv_folds-fold cross-validation
       on the training set, then trains with them and evaluates once on the test set (DIR/final/).
-  orbit study --config FILE [--threads N] [--fresh]
+  orbit study --config FILE [--threads N] [--fresh] [--regime NAME] [--shard I/N]
       Pretraining, every method in every data regime with every seed, cross-validation where asked,
-      and the report (out_dir/report.md with plots). Finished runs are reused.
+      and the report (out_dir/report.md with plots). Finished runs are reused. --regime runs one
+      regime only; --shard I/N runs only the I-th of N shares of the cross-validation fold runs (start
+      N processes, then run the study once more without --shard).
   orbit report --config FILE
       Rebuilds a study's report from its finished runs.
   orbit evaluate --config FILE --weights FILE [--split test|train] [--threads N]
@@ -158,7 +160,7 @@ int cmd_run(const std::string& cmd, int argc, char** argv) {
 }
 
 int cmd_study(const std::string& cmd, int argc, char** argv) {
-  Args a = parse_args(argc, argv, 2, {"config", "threads"}, {"fresh"});
+  Args a = parse_args(argc, argv, 2, {"config", "threads", "shard", "regime"}, {"fresh"});
   apply_threads(a);
   ORBIT_CHECK(a.opts.count("config"), cmd, ": --config FILE is required");
   const nlohmann::json study = read_json_file(a.opts["config"]);
@@ -168,7 +170,22 @@ int cmd_study(const std::string& cmd, int argc, char** argv) {
   } else {
     StudyOptions o;
     o.resume = !has_flag(a, "fresh");
-    run_study(study, o);
+    if (a.opts.count("regime")) o.regimes = {a.opts["regime"]};
+    if (a.opts.count("shard")) {
+      const std::string v = a.opts["shard"];
+      const auto slash = v.find('/');
+      try {
+        ORBIT_CHECK(slash != std::string::npos, "");
+        o.shard_index = std::stoll(v.substr(0, slash));
+        o.shard_count = std::stoll(v.substr(slash + 1));
+      } catch (...) {
+        throw Error(str_cat("--shard expects INDEX/COUNT such as 0/8, got '", v, "'"));
+      }
+      ORBIT_CHECK(o.shard_count >= 1 && o.shard_index >= 0 && o.shard_index < o.shard_count,
+                  "--shard expects INDEX/COUNT with 0 <= INDEX < COUNT, got '", v, "'");
+    }
+    const nlohmann::json r = run_study(study, o);
+    if (r.contains("partial")) return 0;
   }
   const std::string report = study["out_dir"].get<std::string>() + "/report.md";
   std::ifstream in(report);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <algorithm>
 #include <set>
 
 #include "data/dataset.h"
@@ -156,6 +157,23 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
   ro.quiet = options.quiet;
 
   const std::string pre_dir = p.out_dir + "/pretrain";
+  const bool sharded = options.shard_count > 1;
+  ORBIT_CHECK(!sharded || finished(pre_dir, p.pretrain), "study: sharded mode needs the finished pretraining in ", pre_dir,
+              "; run the study once without --shard first (it pretrains first)");
+  ORBIT_CHECK(options.shard_index >= 0 && options.shard_index < std::max<int64_t>(1, options.shard_count),
+              "study: shard ", options.shard_index, " of ", options.shard_count, " does not exist");
+  auto wanted = [&](const std::string& regime) {
+    return options.regimes.empty() || std::find(options.regimes.begin(), options.regimes.end(), regime) != options.regimes.end();
+  };
+  for (const auto& r : options.regimes) {
+    bool known = false;
+    for (const auto& run : p.runs) known |= run.regime == r;
+    ORBIT_CHECK(known, "study: unknown regime \"", r, "\"; the study's regimes: ", [&] {
+      std::string names;
+      for (const auto& reg : study["regimes"]) names += (names.empty() ? "" : ", ") + reg["name"].get<std::string>();
+      return names;
+    }());
+  }
   if (!finished(pre_dir, p.pretrain)) {
     if (!options.quiet) std::fprintf(stderr, "== pretraining (%s)\n", pre_dir.c_str());
     run_training(p.pretrain, ro);
@@ -165,12 +183,18 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
   const size_t total = p.runs.size() * p.seeds.size();
   size_t k = 0;
   for (const Plan::Run& run : p.runs) {
+    if (!wanted(run.regime)) continue;
     nlohmann::json cfg = run.config;
     cfg["weights"] = weights;
+    if (sharded && !run.cv) continue;
     if (run.cv) {
       nlohmann::json cv_cfg = merged(cfg, {{"seed", p.cv_seed}, {"out_dir", run.dir}});
       if (!options.quiet) std::fprintf(stderr, "== %s, %s: cross-validating lambda\n", run.regime.c_str(), run.method.c_str());
-      const nlohmann::json cv = cross_validate(cv_cfg, ro);
+      RunOptions cvo = ro;
+      cvo.shard_index = options.shard_index;
+      cvo.shard_count = options.shard_count;
+      const nlohmann::json cv = cross_validate(cv_cfg, cvo);
+      if (sharded) continue;
       cfg["lambda"] = cv["best"]["lambda"];
       cfg["lr"] = cv["best"]["lr"];
     }
@@ -184,6 +208,7 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
       run_training(rc, ro);
     }
   }
+  if (sharded) return {{"partial", true}};
   return write_study_report(study);
 }
 
@@ -324,7 +349,8 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
           grid.push_back(row);
         }
       }
-      write_text_file(rdir + "/grid.svg", svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
+      if (!grid.empty())  // (the weight files are not committed with a study's results: keep the grid)
+        write_text_file(rdir + "/grid.svg", svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
                                                              regime + ", seed " + std::to_string(p.seeds[0]) + ")",
                                                          cols, grid));
       md += "Predictions on test images under " + G.name() + " (green: correct): ![grid](" + slug(regime) + "/grid.svg)\n\n";

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,12 @@ namespace orbit {
 struct StudyOptions {
   bool resume = true;
   bool quiet = false;
+  // Only these regimes (by name; empty: all).
+  std::vector<std::string> regimes;
+  // Sharded mode, for several processes or machines at once: only the cross-validation fold runs,
+  // this process taking those whose index is shard_index modulo shard_count (needs the pretrained
+  // model). A later unsharded run_study reuses every finished run and does the rest.
+  int64_t shard_index = 0, shard_count = 1;
 };
 
 // Validates the study and every run config it implies (before any work starts); throws naming the key.
