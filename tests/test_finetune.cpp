@@ -306,6 +306,14 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   const std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("| plain |"), std::string::npos);
   EXPECT_NE(text.find("(cv)"), std::string::npos);
+  // `orbit evaluate` of a run's weights reproduces the run's own test metrics.
+  {
+    const std::string run_dir = dir + "/study/50pct/plain/seed1";
+    const nlohmann::json res = read_json_file(run_dir + "/results.json");
+    const nlohmann::json ev = evaluate_weights(res["config"], run_dir + "/model.safetensors", data::Split::Test, true);
+    EXPECT_EQ(ev["metrics"], res["metrics"]);
+    EXPECT_EQ(ev["classes"], res["classes"]);
+  }
   // Bad study configs are refused before any work.
   nlohmann::json bad = study;
   bad["methods"][1]["set"]["lambda"] = -2;

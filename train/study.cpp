@@ -226,7 +226,8 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
                 "`build/orbit report --config ", p.out_dir, "/study.json` rebuilds this page).\n\n");
   md += str_cat("Pretrained model: ", pre["config"]["model"].get<std::string>(), " on classes ", pre["config"]["classes"].dump(),
                 " of ", pre["config"]["dataset"].get<std::string>(), " with augmentation \"", pre["config"]["augment"].get<std::string>(),
-                "\", ", pre["config"]["epochs"].get<int64_t>(), " epochs: ", summarize_metrics(pre), ".\n\n");
+                "\", ", pre["config"]["epochs"].get<int64_t>(), pre["config"]["epochs"].get<int64_t>() == 1 ? " epoch: " : " epochs: ",
+                summarize_metrics(pre), ".\n\n");
   md += "Metrics on the test set of the new task (mean ± std over seeds " + p.study["seeds"].dump() +
         "): accuracy upright, orbit accuracy (mean over the group's transforms of the test set), orbit consistency "
         "(share of test images predicted alike on the whole orbit), equivariance error ||f(gx) − f(x)|| / ||f(x)||, "
