@@ -40,6 +40,9 @@ class OrbitEvaluator {
  public:
   // angle_step_degrees: 0 for no sweep; otherwise it must divide 360.
   OrbitEvaluator(std::function<Tensor(const Tensor&)> f, std::vector<Group> groups, double angle_step_degrees = 15.0);
+  // Not copyable: the transforms point into this object's own groups.
+  OrbitEvaluator(const OrbitEvaluator&) = delete;
+  OrbitEvaluator& operator=(const OrbitEvaluator&) = delete;
   // images [N, C, H, W] (the group acts on them as Scalar fields), labels int64 [N].
   void add(const Tensor& images, const Tensor& labels);
   EvaluationMetrics result() const;

@@ -132,13 +132,15 @@ struct Task {
   std::vector<std::string> class_names;
 };
 
-Task load_task(const nlohmann::json& c, const RunOptions& o, bool eval_on_test = true, data::Split eval_split = data::Split::Test) {
+// The task's training set and its evaluation set: the test split, or (eval_on_test false) the
+// training set itself.
+Task load_task(const nlohmann::json& c, const RunOptions& o, bool eval_on_test = true) {
   auto load = [&](data::Split s) {
     return o.dataset_provider ? o.dataset_provider(s)
                               : data::load_dataset(c["dataset"].get<std::string>(), s, c["data_dir"].get<std::string>());
   };
   data::ImageClassificationDataset train = load(data::Split::Train);
-  data::ImageClassificationDataset test = load(eval_split);
+  data::ImageClassificationDataset test = load(data::Split::Test);
   const std::vector<int64_t> classes = c["classes"].get<std::vector<int64_t>>();
   if (!classes.empty()) {
     train = data::select_classes(train, classes);
@@ -363,6 +365,15 @@ struct EpochLog {
 };
 
 }  // namespace
+
+std::optional<nlohmann::json> finished_results(const nlohmann::json& config) {
+  const nlohmann::json c = resolve_run_config(config);
+  const std::string path = c["out_dir"].get<std::string>() + "/results.json";
+  if (!fs::exists(path)) return std::nullopt;
+  nlohmann::json r = read_json_file(path);
+  if (!r.contains("config") || r["config"] != c) return std::nullopt;
+  return r;
+}
 
 RunResult run_training(const nlohmann::json& user_config, const RunOptions& options) {
   const nlohmann::json c = resolve_run_config(user_config);
@@ -608,11 +619,11 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
         RunOptions fo = options;
         fo.train_rows = folds[k].train;
         fo.eval_rows = folds[k].val;
-        const std::string res_path = fc["out_dir"].get<std::string>() + "/results.json";
+        std::optional<nlohmann::json> done_before;
+        if (options.resume) done_before = finished_results(fc);
         nlohmann::json res;
-        if (options.resume && fs::exists(res_path) &&
-            read_json_file(res_path)["config"] == resolve_run_config(fc)) {
-          res = read_json_file(res_path);
+        if (done_before) {
+          res = *done_before;
         } else {
           if (!options.quiet)
             std::fprintf(stderr, "cv %lld/%lld: lr %g, lambda %g, fold %zu/%zu\n", static_cast<long long>(done + 1),

@@ -60,6 +60,10 @@ struct RunResult {
   bool completed = false;
 };
 
+// The results.json of a finished run of exactly this config (in its out_dir), or nothing when the
+// run has not finished or was made by another config.
+std::optional<nlohmann::json> finished_results(const nlohmann::json& config);
+
 // Trains (or resumes) and evaluates one run.
 RunResult run_training(const nlohmann::json& config, const RunOptions& options = {});
 

@@ -111,8 +111,7 @@ Plan make_plan(const nlohmann::json& s) {
       try {
         nlohmann::json probe = run.config;
         probe["out_dir"] = run.dir;
-        const nlohmann::json rc = resolve_run_config(probe);
-        ORBIT_CHECK(!run.cv || rc["lambda"].get<double>() > 0 || true, "");
+        resolve_run_config(probe);
       } catch (const Error& e) {
         throw Error(str_cat("study config: regime \"", run.regime, "\", method \"", run.method, "\": ", e.what()));
       }
@@ -123,10 +122,7 @@ Plan make_plan(const nlohmann::json& s) {
 }
 
 bool finished(const std::string& dir, const nlohmann::json& config) {
-  const std::string path = dir + "/results.json";
-  if (!fs::exists(path)) return false;
-  const nlohmann::json r = read_json_file(path);
-  return r.contains("config") && r["config"] == resolve_run_config(merged(config, {{"out_dir", dir}}));
+  return finished_results(merged(config, {{"out_dir", dir}})).has_value();
 }
 
 std::string pm(const std::vector<double>& v, double scale = 100, int decimals = 1) {
