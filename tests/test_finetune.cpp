@@ -110,13 +110,18 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"eval_groups", {"C4", "X"}}}, {"eval_groups", "X"});
   expect_bad({{"lambda", -1.0}}, {"lambda", "-1"});
   expect_bad({{"fraction", 0.0}}, {"fraction", "(0, 1]"});
-  expect_bad({{"fraction", 1.5}}, {"fraction", "1.5"});
+  expect_bad({{"fraction", 1.5}}, {"fraction", "1.5", "(0, 1]"});
+  expect_bad({{"reg_fraction", -0.5}}, {"reg_fraction", "-0.5", "(0, 1]"});
   expect_bad({{"reg_fraction", 0.0}}, {"reg_fraction", "(0, 1]"});
   expect_bad({{"test_fraction", 0.0}}, {"test_fraction", "(0, 1]"});
   expect_bad({{"angle_test_fraction", 0.0}}, {"angle_test_fraction", "(0, 1]"});
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
   expect_bad({{"lamda", 1.0}}, {"unknown key", "lamda", "lambda"});
   expect_bad({{"discrepancy", "js"}}, {"discrepancy", "js", "sym_kl"});
+  expect_bad({{"canonicalize", true}, {"equitune", true}}, {"canonicalize", "equitune"});
+  expect_bad({{"canonicalize", true}, {"augment", "group"}}, {"canonicalize", "augment", "group"});
+  expect_bad({{"canonicalize", true}, {"lambda", 1.0}}, {"canonicalize", "lambda"});
+  expect_bad({{"canon_prior", -1.0}}, {"canon_prior", "-1"});
   expect_bad({{"taps", {"layer2"}}}, {"taps", "lambda"});
   expect_bad({{"taps", {"layer9"}}, {"lambda", 1.0}}, {"layer9"});
   // C4 and D4 rotate by 90 degrees: non-square images are refused; C2 and flips are fine on them.
@@ -159,6 +164,7 @@ TEST(Finetune, PretrainThenEveryMethod) {
       {"ours_taps_preserve", {{"lambda", 1.0}, {"taps", {"layer2"}}, {"preserve", true}, {"augment", "group"}}, 1},
       {"frozen", {{"freeze", {"conv1.", "bn1.", "layer1."}}}, 1},
       {"half_batch_quick_eval", {{"lambda", 1.0}, {"reg_fraction", 0.5}, {"angle_test_fraction", 0.5}}, 1},
+      {"canonicalize", {{"canonicalize", true}, {"canon_prior", 2.0}}, 1},
   };
   for (const Method& me : methods) {
     nlohmann::json c = tiny_config(dir + "/" + me.name);
@@ -174,9 +180,24 @@ TEST(Finetune, PretrainThenEveryMethod) {
     EXPECT_EQ(r.results["metrics"]["forward_passes_per_input"], me.passes) << me.name;
     if (me.set.contains("lambda")) EXPECT_GT(r.results["history"][0]["penalty"].get<double>(), 0.0) << me.name;
     if (me.set.contains("preserve")) EXPECT_TRUE(r.results.contains("preserve_baseline"));
-    if (std::string(me.name) == "equitune") {
-      EXPECT_EQ(r.results["metrics"]["orbits"]["C4"]["consistency"], 1.0);
-      EXPECT_LT(r.results["metrics"]["orbits"]["C4"]["equivariance_error"].get<double>(), 1e-5);
+    if (std::string(me.name) == "equitune" || std::string(me.name) == "canonicalize") {
+      EXPECT_EQ(r.results["metrics"]["orbits"]["C4"]["consistency"], 1.0) << me.name;
+      EXPECT_LT(r.results["metrics"]["orbits"]["C4"]["equivariance_error"].get<double>(), 1e-5) << me.name;
+    }
+    if (std::string(me.name) == "canonicalize") {
+      // The prior is the penalty; the scorer is saved beside the model, and the network loaded from the
+      // saved weights (with it) is invariant; without the scorer's file, loading names the file.
+      EXPECT_GT(r.results["history"][0]["penalty"].get<double>(), 0.0);
+      const std::string rd = dir + "/canonicalize";
+      ASSERT_TRUE(fs::exists(rd + "/canonicalizer.safetensors"));
+      const auto net = load_run_network(r.results["config"], rd + "/model.safetensors");
+      NoGradGuard ng;
+      const Tensor x = Tensor::rand({3, 1, 12, 12}, nullptr);
+      const auto y = (*net)(x).to_vector<float>(), yr = (*net)(rot90(x, 1, {2, 3})).to_vector<float>();
+      EXPECT_EQ(y, yr);
+      fs::rename(rd + "/canonicalizer.safetensors", rd + "/scorer.away");
+      expect_error([&] { load_run_network(r.results["config"], rd + "/model.safetensors"); },
+                   {"canonicalizer.safetensors", "do not exist"});
     }
     // The saved model has the new 2-class head and the pretrained normalization.
     EXPECT_EQ(r.results["normalization"], p.results["normalization"]) << me.name;
@@ -218,6 +239,22 @@ TEST(Finetune, ResumeGivesTheSameWeights) {
   ASSERT_TRUE(r.completed);
   expect_same_weights(weights_of(dir + "/full/model.safetensors"), weights_of(dir + "/split/model.safetensors"));
   EXPECT_EQ(read_json_file(dir + "/full/results.json")["metrics"], r.results["metrics"]);
+  // With canonicalization the scorer is part of the checkpoint: a split run ends the same.
+  nlohmann::json cc = tiny_config(dir + "/canon_full");
+  cc["epochs"] = 2;
+  cc["canonicalize"] = true;
+  ASSERT_TRUE(run_training(cc, tiny_options()).completed);
+  cc["out_dir"] = dir + "/canon_split";
+  o.stop_after_epoch = 1;
+  EXPECT_FALSE(run_training(cc, o).completed);
+  o.stop_after_epoch = 0;
+  const RunResult rc = run_training(cc, o);
+  ASSERT_TRUE(rc.completed);
+  expect_same_weights(weights_of(dir + "/canon_full/model.safetensors"), weights_of(dir + "/canon_split/model.safetensors"));
+  EXPECT_EQ(read_json_file(dir + "/canon_full/results.json")["metrics"], rc.results["metrics"]);
+  const nlohmann::json hist = read_json_file(dir + "/canon_full/results.json")["history"];
+  for (size_t e = 0; e < 2; ++e)
+    EXPECT_EQ(hist[e]["penalty"], rc.results["history"][e]["penalty"]) << "epoch " << e + 1;
   // A changed config refuses to resume the old checkpoint.
   o.stop_after_epoch = 1;
   c["out_dir"] = dir + "/changed";
@@ -290,7 +327,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
                           {"out_dir", dir + "/study"},
                           {"pretrain", pre},
                           {"finetune", base},
-                          {"regimes", {{{"name", "50%"}, {"fraction", 0.5}}}},
+                          {"regimes", {{{"name", "50%"}, {"fraction", 0.5}, {"set", {{"epochs", 1}}}}}},
                           {"methods", {{{"name", "plain"}}, {{"name", "ours"}, {"set", {{"lambda_grid", {1.0, 3.0}}, {"cv_folds", 2}, {"epochs", 1}}}, {"cv", true}}}},
                           {"seeds", {0, 1}},
                           {"grid_images", 2}};
@@ -313,6 +350,27 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const nlohmann::json ev = evaluate_weights(res["config"], run_dir + "/model.safetensors", data::Split::Test, true);
     EXPECT_EQ(ev["metrics"], res["metrics"]);
     EXPECT_EQ(ev["classes"], res["classes"]);
+    // The regime's keys override the study's finetune keys (2 epochs there, 1 in the regime).
+    EXPECT_EQ(res["config"]["epochs"], 1);
+    EXPECT_EQ(res["history"].size(), 1u);
+    // A method with a seed not finished yet is reported with the seeds it has, and says so.
+    fs::rename(run_dir + "/results.json", run_dir + "/results.json.away");
+    write_study_report(study);
+    std::ifstream partial(dir + "/study/report.md");
+    const std::string ptext((std::istreambuf_iterator<char>(partial)), std::istreambuf_iterator<char>());
+    EXPECT_NE(ptext.find("| plain (1 of 2 seeds) |"), std::string::npos) << ptext;
+    EXPECT_EQ(ptext.find("| ours (1 of 2 seeds) |"), std::string::npos);
+    fs::rename(run_dir + "/results.json.away", run_dir + "/results.json");
+    // Results written before a key joined the schema still count as finished when the key's default
+    // is what the config asks for; a changed value does not.
+    nlohmann::json older = res;
+    older["config"].erase("canon_prior");
+    write_json_file(run_dir + "/results.json", older);
+    EXPECT_TRUE(finished_results(res["config"]).has_value());
+    nlohmann::json other = res["config"];
+    other["canon_prior"] = 2.0;
+    EXPECT_FALSE(finished_results(other).has_value());
+    write_json_file(run_dir + "/results.json", res);
   }
   // Bad study configs are refused before any work.
   nlohmann::json bad = study;
@@ -321,6 +379,15 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad = study;
   bad["regimes"][0]["fraction"] = 0;
   expect_error([&] { resolve_study_config(bad); }, {"fraction", "(0, 1]"});
+  bad = study;
+  bad["regimes"][0]["epochs"] = 3;
+  expect_error([&] { resolve_study_config(bad); }, {"50%", "unknown key", "epochs", "name, fraction, set"});
+  bad = study;
+  bad["regimes"][0]["set"] = 3;
+  expect_error([&] { resolve_study_config(bad); }, {"50%", "set", "object"});
+  bad = study;
+  bad["regimes"][0]["set"]["lambda"] = -1;
+  expect_error([&] { resolve_study_config(bad); }, {"50%", "lambda"});
 
   // The CLI: an uninterrupted run, and one killed with SIGKILL after its first checkpoint, resumed.
   const std::string cli = std::string(ORBIT_BINARY_DIR) + "/orbit";

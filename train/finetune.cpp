@@ -10,6 +10,7 @@
 #include "data/split.h"
 #include "engine/ops.h"
 #include "engine/parallel.h"
+#include "groups/canonicalize.h"
 #include "groups/equivariance.h"
 #include "groups/metrics.h"
 #include "groups/regularizer.h"
@@ -50,6 +51,10 @@ const ConfigSchema& run_config_schema() {
         .string("augment", "none", {"none", "group", "rotation", "hflip"},
                 "training augmentation: a random group element, a random angle in [0, 360), or random left-right flips, per image")
         .boolean("equitune", false, "equi-tuning: average the logits over the group (|G| forward passes per input)")
+        .boolean("canonicalize", false,
+                 "canonicalization: a small scorer picks each input's pose in its orbit and the model sees the input in "
+                 "that pose (1 forward pass of the model and |G| of the scorer per input)")
+        .number("canon_prior", 1.0, 0.0, 1e6, "canonicalization: weight of the prior that keeps upright training images upright")
         .number("lambda", 0.0, 0.0, 1e6, "weight of the equivariance regularizer (0: off)")
         .string("discrepancy", "kl", {"kl", "sym_kl", "l2"}, "the regularizer's discrepancy")
         .integer("samples", 1, 0, 1 << 20, "group elements drawn per image for the regularizer (0: the whole orbit)")
@@ -86,11 +91,14 @@ const ConfigSchema& run_config_schema() {
 }
 
 nlohmann::json resolve_run_config(const nlohmann::json& user) {
-  nlohmann::json c = run_config_schema().resolve(user);
+  // The shares are in (0, 1]: checked before the schema (whose ranges are closed), so 0 and 1.5 get the
+  // same message.
   for (const char* key : {"fraction", "reg_fraction", "test_fraction", "angle_test_fraction"}) {
-    const double v = c[key];
-    ORBIT_CHECK(v > 0 && v <= 1, "run config: key \"", key, "\": expected a number in (0, 1], got ", v);
+    if (!user.is_object() || !user.contains(key) || !user[key].is_number()) continue;
+    const double v = user[key];
+    ORBIT_CHECK(v > 0 && v <= 1, "run config: key \"", key, "\": expected a number in (0, 1], got ", user[key].dump());
   }
+  nlohmann::json c = run_config_schema().resolve(user);
   const groups::Boundary b = c["translation_boundary"] == "zeros" ? groups::Boundary::Zeros : groups::Boundary::Periodic;
   try {
     groups::Group::parse(c["group"].get<std::string>(), b);
@@ -110,6 +118,14 @@ nlohmann::json resolve_run_config(const nlohmann::json& user) {
   ORBIT_CHECK(c["taps"].empty() || c["lambda"].get<double>() > 0,
               "run config: key \"taps\" needs \"lambda\" > 0 (the taps are part of the regularizer)");
   ORBIT_CHECK(!c["lambda_grid"].empty(), "run config: key \"lambda_grid\" must not be empty");
+  if (c["canonicalize"].get<bool>()) {
+    ORBIT_CHECK(!c["equitune"].get<bool>(), "run config: keys \"canonicalize\" and \"equitune\" are both true; choose one "
+                "(a canonicalized model is already invariant)");
+    ORBIT_CHECK(c["augment"] == "none", "run config: key \"canonicalize\" needs \"augment\": \"none\", got \"",
+                c["augment"].get<std::string>(), "\" (the canonicalization prior takes the training images as upright)");
+    ORBIT_CHECK(c["lambda"].get<double>() == 0, "run config: key \"canonicalize\" needs \"lambda\": 0, got ",
+                c["lambda"].get<double>(), " (a canonicalized model is invariant by construction; the regularizer would be 0)");
+  }
   return c;
 }
 
@@ -197,12 +213,22 @@ class Normalized : public Module {
 struct Built {
   std::shared_ptr<ClassifierModel> model;
   std::shared_ptr<Normalized> normalized;
-  std::shared_ptr<Module> net;  // what computes the logits: normalized, or its group average
+  std::shared_ptr<Module> net;  // what computes the logits: normalized, its group average or its canonicalization
+  std::shared_ptr<groups::Canonicalized> canon;  // with "canonicalize"
+  std::shared_ptr<Module> scorer;                // the canonicalizer's scorer, saved beside the model
   std::vector<double> mean, std;
   nlohmann::json source;        // where the weights came from
 };
 
-Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, bool quiet) {
+// The canonicalizer's scorer is saved next to the model's weights, in the same folder.
+std::string scorer_path_for(const std::string& weights_path) {
+  const fs::path dir = fs::path(weights_path).parent_path();
+  return (dir.empty() ? fs::path("canonicalizer.safetensors") : dir / "canonicalizer.safetensors").string();
+}
+
+// scorer_weights: the canonicalizer's weights to load (evaluating a finished run); empty: a new scorer.
+Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, bool quiet,
+                  const std::string& scorer_weights = "") {
   Built b;
   const int64_t classes = static_cast<int64_t>(task.class_names.empty() ? task.train.num_classes() : task.class_names.size());
   ModelOptions mo;
@@ -249,6 +275,16 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
   b.net = b.normalized;
   if (c["equitune"].get<bool>())
     b.net = std::make_shared<groups::GroupAveraged>(b.normalized, groups::Group::parse(c["group"], boundary_of(c)));
+  if (c["canonicalize"].get<bool>()) {
+    b.scorer = groups::Canonicalized::make_scorer(task.train.channels(), &gen);
+    if (!scorer_weights.empty()) {
+      ORBIT_CHECK(fs::is_regular_file(scorer_weights), "canonicalize: the scorer's weights \"", scorer_weights,
+                  "\" do not exist (a canonicalization run writes canonicalizer.safetensors beside model.safetensors)");
+      load_weights(scorer_weights, *b.scorer, true);
+    }
+    b.canon = std::make_shared<groups::Canonicalized>(b.normalized, b.scorer, groups::Group::parse(c["group"], boundary_of(c)));
+    b.net = b.canon;
+  }
   if (!quiet)
     std::fprintf(stderr, "%s: %lld parameters (%lld trainable)%s\n", c["model"].get<std::string>().c_str(),
                  static_cast<long long>(b.model->num_parameters()), static_cast<long long>(b.model->num_parameters(true)),
@@ -366,12 +402,28 @@ struct EpochLog {
 
 }  // namespace
 
+namespace {
+
+// Whether a config saved by an earlier run (results.json, a checkpoint) describes the run `resolved`
+// describes. The saved one is resolved again first, so keys added to the schema since it was written
+// compare at their defaults.
+bool same_run_config(const nlohmann::json& saved, const nlohmann::json& resolved) {
+  if (saved == resolved) return true;
+  try {
+    return resolve_run_config(saved) == resolved;
+  } catch (const Error&) {
+    return false;  // no longer a valid config: not the same run
+  }
+}
+
+}  // namespace
+
 std::optional<nlohmann::json> finished_results(const nlohmann::json& config) {
   const nlohmann::json c = resolve_run_config(config);
   const std::string path = c["out_dir"].get<std::string>() + "/results.json";
   if (!fs::exists(path)) return std::nullopt;
   nlohmann::json r = read_json_file(path);
-  if (!r.contains("config") || r["config"] != c) return std::nullopt;
+  if (!r.contains("config") || !same_run_config(r["config"], c)) return std::nullopt;
   return r;
 }
 
@@ -396,6 +448,8 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
     std::vector<Tensor> p;
     for (const Tensor& t : built.model->parameters())
       if (t.requires_grad()) p.push_back(t);
+    if (built.scorer)
+      for (const Tensor& t : built.scorer->parameters()) p.push_back(t);
     return p;
   }();
   ORBIT_CHECK(!params.empty(), "run config: key \"freeze\" froze every parameter; nothing would train");
@@ -412,6 +466,8 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   ro.preserve = c["preserve"];
   for (const auto& t : ro.taps) built.model->submodule(t);  // a bad tap name fails now, naming it
   const double lambda = c["lambda"];
+  // The penalty is the regularizer R (weight lambda) or, with canonicalization, the scorer's prior.
+  const double penalty_weight = built.canon ? c["canon_prior"].get<double>() : lambda;
 
   RunResult result;
   result.out_dir = out_dir;
@@ -422,9 +478,20 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   if (options.resume && fs::exists(ckpt_path)) {
     TrainingState st = load_checkpoint(ckpt_path);
     const nlohmann::json saved = nlohmann::json::parse(st.config_json);
-    ORBIT_CHECK(saved == c, "run: ", ckpt_path, " was written by a run with a different config; resuming it would mix "
+    ORBIT_CHECK(same_run_config(saved, c), "run: ", ckpt_path, " was written by a run with a different config; resuming it would mix "
                 "two runs. Use another out_dir, or --fresh to start over.\n  saved:   ", saved.dump(), "\n  current: ", c.dump());
-    built.model->load_state_dict(st.model);
+    if (built.scorer) {
+      // The scorer's entries are stored in the checkpoint's model dict under "canonicalizer.".
+      StateDict model_part, scorer_part;
+      for (const auto& [k, v] : st.model) {
+        if (k.rfind("canonicalizer.", 0) == 0) scorer_part.insert(k.substr(14), v);
+        else model_part.insert(k, v);
+      }
+      built.model->load_state_dict(model_part);
+      built.scorer->load_state_dict(scorer_part);
+    } else {
+      built.model->load_state_dict(st.model);
+    }
     opt->load_state_dict(st.optimizer);
     sched->load_state_dict(st.scheduler);
     gen.set_state(st.rng);
@@ -473,6 +540,8 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
     TrainingState st;
     st.epoch = epochs_done;
     st.model = built.model->state_dict();
+    if (built.scorer)
+      for (const auto& [k, v] : built.scorer->state_dict()) st.model.insert("canonicalizer." + k, v);
     st.optimizer = opt->state_dict();
     st.scheduler = sched->state_dict();
     st.rng = gen.state();
@@ -497,7 +566,10 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
     }
     for (data::Batch& b : loader.epoch(epoch)) {
       Tensor logits, penalty;
-      if (lambda > 0) {
+      if (built.canon) {
+        logits = forward(b.images);
+        penalty = groups::Canonicalized::prior_loss(built.canon->last_scores());
+      } else if (lambda > 0) {
         Generator bgen(mix(mix(seed, 0x5E6u), mix(static_cast<uint64_t>(epoch), static_cast<uint64_t>(b.index))));
         groups::RegularizedOutput r = groups::regularized_forward(forward, built.model.get(), G, b.images, ro, bgen);
         logits = r.output;
@@ -506,7 +578,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
         logits = forward(b.images);
       }
       const Tensor task_loss = cross_entropy(logits, b.labels, Tensor(), Reduction::Mean, smoothing);
-      const Tensor loss = penalty.defined() ? add(task_loss, mul(penalty, lambda)) : task_loss;
+      const Tensor loss = penalty.defined() ? add(task_loss, mul(penalty, penalty_weight)) : task_loss;
       opt->zero_grad();
       loss.backward();
       if (clip > 0) clip_grad_norm(params, clip);
@@ -525,6 +597,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
       if (bar) {
         std::vector<std::pair<std::string, std::string>> v = {{"loss", ProgressBar::fixed(loss_sum / seen, 4)}};
         if (lambda > 0) v.push_back({"R", ProgressBar::fixed(pen_sum / seen, 4)});
+        if (built.canon) v.push_back({"prior", ProgressBar::fixed(pen_sum / seen, 4)});
         v.push_back({"acc", ProgressBar::fixed(100.0 * correct / seen, 2) + "%"});
         bar->update(1, v);
       }
@@ -571,6 +644,9 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
                 {"num_classes", std::to_string(built.model->num_classes())},
                 {"classes", nlohmann::json(task.class_names).dump()},
                 {"normalization", nlohmann::json({{"mean", built.mean}, {"std", built.std}}).dump()}});
+  if (built.scorer)
+    save_weights(scorer_path_for(out_dir + "/model.safetensors"), *built.scorer,
+                 {{"canonicalizer", "scorer"}, {"group", c["group"].get<std::string>()}});
   write_json_file(out_dir + "/results.json", result.results);
   write_run_plots(out_dir, result.results);
   result.completed = true;
@@ -701,7 +777,7 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   if (task.class_names.empty())
     for (int64_t k = 0; k < std::stoll(meta.at("num_classes")); ++k) task.class_names.push_back(std::to_string(k));
   Generator gen(0);
-  Built b = build_model(c, task, gen, true);
+  Built b = build_model(c, task, gen, true, c["canonicalize"].get<bool>() ? scorer_path_for(weights_path) : "");
   b.net->eval();
   if (class_names) *class_names = task.class_names;
   return b.net;
@@ -717,7 +793,7 @@ nlohmann::json evaluate_weights(const nlohmann::json& user_config, const std::st
   RunOptions o;
   const Task task = load_task(c, o, split == data::Split::Test);
   Generator gen(0);
-  Built built = build_model(c, task, gen, quiet);
+  Built built = build_model(c, task, gen, quiet, c["canonicalize"].get<bool>() ? scorer_path_for(weights_path) : "");
   const groups::Group G = groups::Group::parse(c["group"], boundary_of(c));
   const groups::EvaluationMetrics m = evaluate_orbits(*built.net, task.eval, eval_groups_of(c), c, quiet, "evaluate");
   return {{"weights", weights_path}, {"split", data::split_name(split)}, {"classes", task.class_names},

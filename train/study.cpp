@@ -88,7 +88,7 @@ Plan make_plan(const nlohmann::json& s) {
   } catch (const Error& e) {
     throw Error(str_cat("study config: key \"pretrain\": ", e.what()));
   }
-  ORBIT_CHECK(s["regimes"].is_array() && !s["regimes"].empty(), "study config: key \"regimes\": expected a non-empty list of {\"name\", \"fraction\"}, got ", s["regimes"].dump());
+  ORBIT_CHECK(s["regimes"].is_array() && !s["regimes"].empty(), "study config: key \"regimes\": expected a non-empty list of {\"name\", \"fraction\", \"set\"}, got ", s["regimes"].dump());
   ORBIT_CHECK(s["methods"].is_array() && !s["methods"].empty(), "study config: key \"methods\": expected a non-empty list of {\"name\", \"set\", \"cv\"}, got ", s["methods"].dump());
   std::set<std::string> method_names;
   for (const auto& m : s["methods"]) {
@@ -100,12 +100,19 @@ Plan make_plan(const nlohmann::json& s) {
   for (const auto& r : s["regimes"]) {
     ORBIT_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && r.contains("fraction") && r["fraction"].is_number(),
                 "study config: key \"regimes\": each regime needs {\"name\": string, \"fraction\": number}, got ", r.dump());
+    for (auto& [k, v] : r.items())
+      ORBIT_CHECK(k == "name" || k == "fraction" || k == "set", "study config: regime \"", r["name"].get<std::string>(),
+                  "\": unknown key \"", k, "\"; allowed: name, fraction, set");
+    ORBIT_CHECK(!r.contains("set") || r["set"].is_object(), "study config: regime \"", r["name"].get<std::string>(),
+                "\": key \"set\": expected an object of run-config keys, got ", r.value("set", nlohmann::json()).dump());
     for (const auto& m : s["methods"]) {
       Plan::Run run;
       run.regime = r["name"];
       run.method = m["name"];
       run.cv = m.value("cv", false);
-      run.config = merged(s["finetune"], m.value("set", nlohmann::json::object()));
+      // Precedence: the method's keys over the study's finetune keys, the regime's over both (a regime can, for
+      // example, train fewer epochs on more data).
+      run.config = merged(merged(s["finetune"], m.value("set", nlohmann::json::object())), r.value("set", nlohmann::json::object()));
       run.config["fraction"] = r["fraction"];
       run.dir = p.out_dir + "/" + slug(run.regime) + "/" + slug(run.method);
       try {
@@ -275,7 +282,10 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       }
       char lam[64];
       std::snprintf(lam, sizeof lam, "%g%s", lambdas[0], run.cv ? " (cv)" : "");
-      md += "| " + run.method + " | " + lam + " | " + pm(up) + " |";
+      // A method with only some of its seeds finished so far says so beside its name.
+      const std::string partial = n < static_cast<int64_t>(p.seeds.size())
+                                      ? str_cat(" (", n, " of ", p.seeds.size(), " seeds)") : std::string();
+      md += "| " + run.method + partial + " | " + lam + " | " + pm(up) + " |";
       for (const auto& g : eval_groups) md += " " + pm(orb[g]) + " |";
       for (const auto& g : eval_groups) md += " " + pm(cons[g]) + " |";
       md += " " + pm(err, 1, 3) + " | " + std::to_string(passes) + " | " + pm(secs, 1, 0) + " |\n";

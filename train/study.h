@@ -8,7 +8,8 @@
 //   "name": "...", "out_dir": "results/fashion_c4",
 //   "pretrain": { run config },                       // trained from scratch, saved as out_dir/pretrain
 //   "finetune": { run config },                       // shared by every fine-tuning run ("weights" is set)
-//   "regimes": [ {"name": "10%", "fraction": 0.1}, ... ],
+//   "regimes": [ {"name": "10%", "fraction": 0.1},      // "set": run-config keys of this regime only, over
+//                {"name": "100%", "fraction": 1, "set": {"epochs": 2}}, ... ],   // the finetune and method keys
 //   "methods": [ {"name": "plain", "set": {}}, {"name": "ours", "set": {"lambda": 1}, "cv": true}, ... ],
 //   "seeds": [0, 1, 2], "cv_seed": 0,
 //   "grid_images": 5                                 // test images in the report's image grid
