@@ -226,9 +226,12 @@ std::string scorer_path_for(const std::string& weights_path) {
   return (dir.empty() ? fs::path("canonicalizer.safetensors") : dir / "canonicalizer.safetensors").string();
 }
 
-// scorer_weights: the canonicalizer's weights to load (evaluating a finished run); empty: a new scorer.
-Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, bool quiet,
-                  const std::string& scorer_weights = "") {
+// In a checkpoint, the scorer's entries sit in the model dict under this prefix.
+const std::string kScorerPrefix = "canonicalizer.";
+
+// finished_run: c["weights"] is a finished run's model (evaluating it), so a canonicalizer's scorer is
+// loaded from beside it; otherwise the weights are a starting point and the scorer is new.
+Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, bool quiet, bool finished_run = false) {
   Built b;
   const int64_t classes = static_cast<int64_t>(task.class_names.empty() ? task.train.num_classes() : task.class_names.size());
   ModelOptions mo;
@@ -277,7 +280,8 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
     b.net = std::make_shared<groups::GroupAveraged>(b.normalized, groups::Group::parse(c["group"], boundary_of(c)));
   if (c["canonicalize"].get<bool>()) {
     b.scorer = groups::Canonicalized::make_scorer(task.train.channels(), &gen);
-    if (!scorer_weights.empty()) {
+    if (finished_run) {
+      const std::string scorer_weights = scorer_path_for(c["weights"].get<std::string>());
       ORBIT_CHECK(fs::is_regular_file(scorer_weights), "canonicalize: the scorer's weights \"", scorer_weights,
                   "\" do not exist (a canonicalization run writes canonicalizer.safetensors beside model.safetensors)");
       load_weights(scorer_weights, *b.scorer, true);
@@ -400,10 +404,6 @@ struct EpochLog {
   }
 };
 
-}  // namespace
-
-namespace {
-
 // Whether a config saved by an earlier run (results.json, a checkpoint) describes the run `resolved`
 // describes. The saved one is resolved again first, so keys added to the schema since it was written
 // compare at their defaults.
@@ -481,10 +481,9 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
     ORBIT_CHECK(same_run_config(saved, c), "run: ", ckpt_path, " was written by a run with a different config; resuming it would mix "
                 "two runs. Use another out_dir, or --fresh to start over.\n  saved:   ", saved.dump(), "\n  current: ", c.dump());
     if (built.scorer) {
-      // The scorer's entries are stored in the checkpoint's model dict under "canonicalizer.".
       StateDict model_part, scorer_part;
       for (const auto& [k, v] : st.model) {
-        if (k.rfind("canonicalizer.", 0) == 0) scorer_part.insert(k.substr(14), v);
+        if (k.rfind(kScorerPrefix, 0) == 0) scorer_part.insert(k.substr(kScorerPrefix.size()), v);
         else model_part.insert(k, v);
       }
       built.model->load_state_dict(model_part);
@@ -541,7 +540,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
     st.epoch = epochs_done;
     st.model = built.model->state_dict();
     if (built.scorer)
-      for (const auto& [k, v] : built.scorer->state_dict()) st.model.insert("canonicalizer." + k, v);
+      for (const auto& [k, v] : built.scorer->state_dict()) st.model.insert(kScorerPrefix + k, v);
     st.optimizer = opt->state_dict();
     st.scheduler = sched->state_dict();
     st.rng = gen.state();
@@ -777,7 +776,7 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   if (task.class_names.empty())
     for (int64_t k = 0; k < std::stoll(meta.at("num_classes")); ++k) task.class_names.push_back(std::to_string(k));
   Generator gen(0);
-  Built b = build_model(c, task, gen, true, c["canonicalize"].get<bool>() ? scorer_path_for(weights_path) : "");
+  Built b = build_model(c, task, gen, true, true);
   b.net->eval();
   if (class_names) *class_names = task.class_names;
   return b.net;
@@ -793,7 +792,7 @@ nlohmann::json evaluate_weights(const nlohmann::json& user_config, const std::st
   RunOptions o;
   const Task task = load_task(c, o, split == data::Split::Test);
   Generator gen(0);
-  Built built = build_model(c, task, gen, quiet, c["canonicalize"].get<bool>() ? scorer_path_for(weights_path) : "");
+  Built built = build_model(c, task, gen, quiet, true);
   const groups::Group G = groups::Group::parse(c["group"], boundary_of(c));
   const groups::EvaluationMetrics m = evaluate_orbits(*built.net, task.eval, eval_groups_of(c), c, quiet, "evaluate");
   return {{"weights", weights_path}, {"split", data::split_name(split)}, {"classes", task.class_names},

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
     }
     Tensor loss = cross_entropy(logits, y);
     if (penalty.defined()) loss = add(loss, mul(penalty, 3.0));
-    Optimizer& o = kind == 5 ? static_cast<Optimizer&>(canon_opt) : static_cast<Optimizer&>(opt);
+    Adam& o = kind == 5 ? canon_opt : opt;
     o.zero_grad();
     loss.backward();
     o.step();
