@@ -260,7 +260,7 @@ TEST(Finetune, ResumeGivesTheSameWeights) {
   c["out_dir"] = dir + "/changed";
   run_training(c, o);
   c["lambda"] = 2.0;
-  expect_error([&] { run_training(c, tiny_options()); }, {"different config", "checkpoint.safetensors"});
+  expect_error([&] { run_training(c, tiny_options()); }, {"different config", "checkpoint.safetensors", "lambda: saved 1.0, current 2.0"});
   fs::remove_all(dir);
 }
 
@@ -300,7 +300,47 @@ TEST(Finetune, CrossValidationChoosesFromTheGrid) {
   // Each fold validated on its own half of the 48 training images.
   const nlohmann::json f1 = read_json_file(dir + "/sweep/cv/lr0.003_lambda0/fold1/results.json");
   EXPECT_EQ(f1["train_images"].get<int64_t>() + f1["metrics"]["count"].get<int64_t>(), 48);
+  // The rule and the grid only choose among runs: another rule, another metric and a grid that adds a
+  // point reuse every fold run made, and run only the new point's folds.
+  c["cv_rule"] = "one_se";
+  c["cv_metric"] = "consistency";
+  c["lambda_grid"] = {0.0, 1.0, 2.0};
+  const nlohmann::json cv2 = cross_validate(c, tiny_options());
+  EXPECT_EQ(fs::last_write_time(dir + "/sweep/cv/lr0.003_lambda1/fold2/results.json"), stamp) << "reused, not rerun";
+  EXPECT_TRUE(fs::exists(dir + "/sweep/cv/lr0.003_lambda2/fold2/results.json"));
+  ASSERT_EQ(cv2["points"].size(), 3u);
+  EXPECT_EQ(cv2["best"]["rule"], "one_se");
+  EXPECT_EQ(cv2["points"][choose_cv_point(cv2["points"], "one_se")]["lambda"], cv2["best"]["lambda"]);
   fs::remove_all(dir);
+}
+
+TEST(Finetune, CrossValidationRules) {
+  // Five folds; the standard error of a point is its std / sqrt(5).
+  auto point = [](double lambda, double lr, double mean, double std) {
+    return nlohmann::json{{"lambda", lambda}, {"lr", lr}, {"mean", mean}, {"std", std}, {"scores", {0, 0, 0, 0, 0}}};
+  };
+  // The validation cannot tell lambda 1 from 3 (0.0001 apart, standard error 0.0045); lambda 10 is
+  // 0.013 below.
+  nlohmann::json pts = {point(1, 1e-3, 0.9272, 0.0100), point(3, 1e-3, 0.9271, 0.0106), point(10, 1e-3, 0.9139, 0.0129)};
+  EXPECT_EQ(choose_cv_point(pts, "best"), 0u);
+  EXPECT_EQ(choose_cv_point(pts, "one_se"), 1u);
+  EXPECT_NEAR(cv_threshold(pts), 0.9272 - 0.0100 / std::sqrt(5.0), 1e-12);
+  // A wider spread of the best point's folds admits lambda 10 as well.
+  pts[0]["std"] = 0.04;
+  EXPECT_EQ(choose_cv_point(pts, "one_se"), 2u);
+  // When the best point has the largest lambda, both rules keep it.
+  pts = {point(0, 1e-3, 0.80, 0.01), point(1, 1e-3, 0.85, 0.01)};
+  EXPECT_EQ(choose_cv_point(pts, "best"), 1u);
+  EXPECT_EQ(choose_cv_point(pts, "one_se"), 1u);
+  // Equal lambdas at two learning rates: the higher mean of the admitted ones.
+  pts = {point(1, 1e-3, 0.90, 0.02), point(3, 1e-3, 0.895, 0.02), point(3, 1e-2, 0.897, 0.02)};
+  EXPECT_EQ(choose_cv_point(pts, "one_se"), 2u);
+  // Equal means: "best" keeps the first.
+  pts = {point(1, 1e-3, 0.9, 0.0), point(3, 1e-3, 0.9, 0.0)};
+  EXPECT_EQ(choose_cv_point(pts, "best"), 0u);
+  EXPECT_EQ(choose_cv_point(pts, "one_se"), 1u);
+  expect_error([&] { choose_cv_point(pts, "median"); }, {"median", "one_se"});
+  expect_error([&] { choose_cv_point(nlohmann::json::array(), "best"); }, {"no grid points"});
 }
 
 TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
@@ -401,6 +441,9 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     return std::system((cli + " finetune --config " + dir + "/run.json --out " + out + " --threads 1 > /dev/null 2>&1").c_str());
   };
   ASSERT_EQ(run_cli(dir + "/whole"), 0);
+  // --help after a subcommand prints the usage; an unknown option fails.
+  EXPECT_EQ(std::system((cli + " study --help > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((cli + " study --helpme 1 > /dev/null 2>&1").c_str()), 0);
   const std::string killed = dir + "/killed";
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);

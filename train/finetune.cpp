@@ -84,7 +84,11 @@ const ConfigSchema& run_config_schema() {
         .number_list("lambda_grid", nlohmann::json::array({0.3, 1.0, 3.0, 10.0}), 0.0, 1e6, "sweep: values of lambda")
         .number_list("lr_grid", nlohmann::json::array(), 1e-8, 10.0, "sweep: learning rates (empty: the lr key only)")
         .string("cv_metric", "orbit_accuracy", {"accuracy", "orbit_accuracy", "consistency"},
-                "sweep: validation metric to maximize (orbit metrics over `group`)");
+                "sweep: validation metric to maximize (orbit metrics over `group`)")
+        .string("cv_rule", "best", {"best", "one_se"},
+                "sweep: \"best\" takes the grid point of highest mean validation score; \"one_se\" the largest lambda "
+                "whose mean is within one standard error of that highest mean (the one-standard-error rule: the most "
+                "equivariant of the models the validation cannot tell apart)");
     return s;
   }();
   return schema;
@@ -404,16 +408,47 @@ struct EpochLog {
   }
 };
 
+// The keys that only choose among runs (which grid points a sweep makes, and which of them it keeps)
+// do not change what one run trains: a run with its lambda, lr and fold set is the same run whatever the
+// grid or the rule around it. They are left out of the comparison, so changing the rule or extending the
+// grid reuses every run already made.
+const char* const kSelectionKeys[] = {"lambda_grid", "lr_grid", "cv_metric", "cv_rule"};
+
+nlohmann::json without_selection_keys(nlohmann::json c) {
+  for (const char* k : kSelectionKeys) c.erase(k);
+  return c;
+}
+
 // Whether a config saved by an earlier run (results.json, a checkpoint) describes the run `resolved`
 // describes. The saved one is resolved again first, so keys added to the schema since it was written
 // compare at their defaults.
 bool same_run_config(const nlohmann::json& saved, const nlohmann::json& resolved) {
-  if (saved == resolved) return true;
+  const nlohmann::json want = without_selection_keys(resolved);
+  if (without_selection_keys(saved) == want) return true;
   try {
-    return resolve_run_config(saved) == resolved;
+    return without_selection_keys(resolve_run_config(saved)) == want;
   } catch (const Error&) {
     return false;  // no longer a valid config: not the same run
   }
+}
+
+// "lambda: saved 1, current 3; seed: ..." for the keys two configs disagree on.
+std::string config_differences(const nlohmann::json& saved, const nlohmann::json& current_config) {
+  nlohmann::json s = saved;
+  try {
+    s = resolve_run_config(saved);
+  } catch (const Error&) {
+  }
+  s = without_selection_keys(s);
+  const nlohmann::json current = without_selection_keys(current_config);
+  std::string out;
+  for (const auto& [k, v] : current.items()) {
+    const std::string was = s.contains(k) ? s[k].dump() : "(absent)";
+    if (was != v.dump()) out += str_cat(out.empty() ? "" : "; ", k, ": saved ", was, ", current ", v.dump());
+  }
+  for (const auto& [k, v] : s.items())
+    if (!current.contains(k)) out += str_cat(out.empty() ? "" : "; ", k, ": saved ", v.dump(), ", current (absent)");
+  return out;
 }
 
 }  // namespace
@@ -478,8 +513,8 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   if (options.resume && fs::exists(ckpt_path)) {
     TrainingState st = load_checkpoint(ckpt_path);
     const nlohmann::json saved = nlohmann::json::parse(st.config_json);
-    ORBIT_CHECK(same_run_config(saved, c), "run: ", ckpt_path, " was written by a run with a different config; resuming it would mix "
-                "two runs. Use another out_dir, or --fresh to start over.\n  saved:   ", saved.dump(), "\n  current: ", c.dump());
+    ORBIT_CHECK(same_run_config(saved, c), "run: ", ckpt_path, " was written by a run with a different config (",
+                config_differences(saved, c), "); resuming it would mix two runs. Use another out_dir, or --fresh to start over");
     if (built.scorer) {
       StateDict model_part, scorer_part;
       for (const auto& [k, v] : st.model) {
@@ -671,8 +706,6 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
   const std::string group = c["group"];
 
   nlohmann::json cv = {{"metric", metric}, {"group", group}, {"folds", folds.size()}, {"points", nlohmann::json::array()}};
-  double best = -1;
-  double best_lambda = lambdas[0], best_lr = lrs[0];
   const int64_t total = static_cast<int64_t>(lrs.size() * lambdas.size() * folds.size());
   int64_t done = 0;
   for (double lr : lrs) {
@@ -724,15 +757,55 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
       if (!options.quiet)
         std::fprintf(stderr, "cv: lr %g, lambda %g: %s %.2f%% +- %.2f\n", lr, lambda, metric.c_str(), 100 * mean,
                      100 * std::sqrt(var));
-      if (mean > best) best = mean, best_lambda = lambda, best_lr = lr;
     }
   }
   if (options.shard_count > 1) return {{"partial", true}};
-  cv["best"] = {{"lambda", best_lambda}, {"lr", best_lr}, {"mean", best}};
+  const std::string rule = c["cv_rule"];
+  const size_t chosen = choose_cv_point(cv["points"], rule);
+  const nlohmann::json& cp = cv["points"][chosen];
+  const double best_lambda = cp["lambda"], best_lr = cp["lr"];
+  cv["best"] = {{"lambda", best_lambda}, {"lr", best_lr}, {"mean", cp["mean"]}, {"rule", rule}};
+  if (rule == "one_se") cv["best"]["threshold"] = cv_threshold(cv["points"]);
   write_json_file(out_dir + "/cv.json", cv);
   write_cv_plot(out_dir, cv);
-  if (!options.quiet) std::fprintf(stderr, "cv: chose lambda %g, lr %g (%s %.2f%%)\n", best_lambda, best_lr, metric.c_str(), 100 * best);
+  if (!options.quiet) {
+    std::fprintf(stderr, "cv: chose lambda %g, lr %g (%s %.2f%%", best_lambda, best_lr, metric.c_str(), 100 * cp["mean"].get<double>());
+    if (rule == "one_se")
+      std::fprintf(stderr, "; the largest lambda within one standard error of the best, >= %.2f%%", 100 * cv["best"]["threshold"].get<double>());
+    std::fprintf(stderr, ")\n");
+  }
   return cv;
+}
+
+namespace {
+size_t best_cv_point(const nlohmann::json& points) {
+  ORBIT_CHECK(points.is_array() && !points.empty(), "cross-validation: no grid points to choose from");
+  size_t best = 0;
+  for (size_t i = 1; i < points.size(); ++i)
+    if (points[i]["mean"].get<double>() > points[best]["mean"].get<double>()) best = i;
+  return best;
+}
+}  // namespace
+
+double cv_threshold(const nlohmann::json& points) {
+  const nlohmann::json& b = points[best_cv_point(points)];
+  const double n = static_cast<double>(b["scores"].size());
+  return b["mean"].get<double>() - b["std"].get<double>() / std::sqrt(std::max(1.0, n));
+}
+
+size_t choose_cv_point(const nlohmann::json& points, const std::string& rule) {
+  const size_t best = best_cv_point(points);
+  if (rule == "best") return best;
+  ORBIT_CHECK(rule == "one_se", "cross-validation: unknown rule \"", rule, "\"; expected \"best\" or \"one_se\"");
+  const double threshold = cv_threshold(points);
+  size_t chosen = best;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const nlohmann::json& p = points[i];
+    if (p["mean"].get<double>() < threshold) continue;
+    const double lam = p["lambda"], lam_c = points[chosen]["lambda"];
+    if (lam > lam_c || (lam == lam_c && p["mean"].get<double>() > points[chosen]["mean"].get<double>())) chosen = i;
+  }
+  return chosen;
 }
 
 RunResult run_sweep(const nlohmann::json& user_config, const RunOptions& options) {

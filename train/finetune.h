@@ -69,8 +69,15 @@ RunResult run_training(const nlohmann::json& config, const RunOptions& options =
 
 // Stratified k-fold cross-validation over lambda_grid x lr_grid on the task's training set (the fold
 // runs go to out_dir/cv/, and are reused when resuming). Returns {"points": [{lr, lambda, scores, mean,
-// std, equivariance_error}], "best": {lambda, lr, mean}, ...} and writes out_dir/cv.json and cv.svg.
+// std, equivariance_error}], "best": {lambda, lr, mean, rule}, ...} and writes out_dir/cv.json and cv.svg.
 nlohmann::json cross_validate(const nlohmann::json& config, const RunOptions& options = {});
+
+// The grid point cross_validate keeps, an index into its "points" (each with lambda, lr, scores, mean,
+// std): "best" is the highest mean (the first of equal ones); "one_se" the largest lambda whose mean is
+// at least cv_threshold (the best mean less its standard error, std / sqrt(folds)), and of those the
+// highest mean.
+size_t choose_cv_point(const nlohmann::json& points, const std::string& rule);
+double cv_threshold(const nlohmann::json& points);
 
 // cross_validate, then the final run; writes out_dir/cv.json, cv.svg and
 // the final run's files in out_dir/final/. Completed fold runs are reused when resuming.

@@ -260,6 +260,11 @@ int cmd_evaluate(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const std::string cmd = argc > 1 ? argv[1] : "help";
+    for (int i = 2; i < argc; ++i)  // `orbit study --help` asks for the usage, not for an option named help
+      if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+        std::fputs(kUsage, stdout);
+        return 0;
+      }
     if (cmd == "pretrain" || cmd == "finetune" || cmd == "sweep") return cmd_run(cmd, argc, argv);
     if (cmd == "study" || cmd == "report") return cmd_study(cmd, argc, argv);
     if (cmd == "train") return cmd_train(argc, argv);

@@ -56,8 +56,11 @@ void write_cv_plot(const std::string& out_dir, const nlohmann::json& cv) {
     e.x.push_back(x), e.y.push_back(p.value("equivariance_error", 0.0));
   }
   const std::string metric = cv.value("metric", "score"), group = cv.value("group", "");
+  std::string chose;
+  if (cv.contains("best"))
+    chose = str_cat("; chose lambda ", cv["best"]["lambda"].dump(), " (", cv["best"].value("rule", "best"), ")");
   write_text_file(out_dir + "/cv.svg",
-                  svg_line_chart(str_cat(cv.value("folds", 0), "-fold cross-validation: ", metric, " (", group, ")"),
+                  svg_line_chart(str_cat(cv.value("folds", 0), "-fold cross-validation: ", metric, " (", group, ")", chose),
                                  "log10 lambda (lambda = 0 at -3)", metric + " (%)", score));
   write_text_file(out_dir + "/cv_equivariance.svg",
                   svg_line_chart(str_cat("validation equivariance error (", group, ")"), "log10 lambda (lambda = 0 at -3)",
