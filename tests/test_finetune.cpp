@@ -411,6 +411,19 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     other["canon_prior"] = 2.0;
     EXPECT_FALSE(finished_results(other).has_value());
     write_json_file(run_dir + "/results.json", res);
+    // A seed run of a lambda the cross-validation no longer chooses (here: a changed grid or rule) is
+    // named and left out of the means, not averaged in.
+    const std::string ours_path = dir + "/study/50pct/ours/seed0/results.json";
+    const nlohmann::json ours_res = read_json_file(ours_path);
+    nlohmann::json stale = ours_res;
+    stale["config"]["lambda"] = 7.0;
+    stale["metrics"]["accuracy"] = 0.0;
+    write_json_file(ours_path, stale);
+    write_study_report(study);
+    std::ifstream st(dir + "/study/report.md");
+    const std::string stext((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+    EXPECT_NE(stext.find("| ours (1 of 2 seeds) (1 run of another config ignored) |"), std::string::npos) << stext;
+    write_json_file(ours_path, ours_res);
   }
   // Bad study configs are refused before any work.
   nlohmann::json bad = study;

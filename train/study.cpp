@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "data/dataset.h"
@@ -132,6 +133,22 @@ bool finished(const std::string& dir, const nlohmann::json& config) {
   return finished_results(merged(config, {{"out_dir", dir}})).has_value();
 }
 
+// The config a seed of `run` is planned with (weights and, for a cross-validated method, the lambda and
+// lr its finished cross-validation chooses by the config's rule); nothing while that is still unknown.
+std::optional<nlohmann::json> planned_config(const Plan::Run& run, const std::string& weights, int64_t seed) {
+  nlohmann::json cfg = merged(run.config, {{"weights", weights}});
+  if (run.cv) {
+    const std::string path = run.dir + "/cv.json";
+    if (!fs::exists(path)) return std::nullopt;
+    const nlohmann::json cv = read_json_file(path);
+    const std::string rule = resolve_run_config(merged(cfg, {{"out_dir", run.dir}}))["cv_rule"];
+    const nlohmann::json& chosen = cv.at("points")[choose_cv_point(cv.at("points"), rule)];
+    cfg["lambda"] = chosen["lambda"];
+    cfg["lr"] = chosen["lr"];
+  }
+  return merged(cfg, {{"seed", seed}, {"out_dir", run.dir + "/seed" + std::to_string(seed)}});
+}
+
 std::string pm(const std::vector<double>& v, double scale = 100, int decimals = 1) {
   double mean = 0, var = 0;
   for (double x : v) mean += x / v.size();
@@ -254,11 +271,19 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       std::vector<double> angle_mean;
       std::vector<double> angles;
       int64_t passes = 1;
-      int64_t n = 0;
+      int64_t n = 0, stale = 0;
       for (int64_t seed : p.seeds) {
         const std::string path = run.dir + "/seed" + std::to_string(seed) + "/results.json";
         if (!fs::exists(path)) continue;
-        const nlohmann::json r = read_json_file(path);
+        // Only a run of the config the study plans counts: one left from another lambda (a changed grid
+        // or rule) or another method config is named, not averaged in.
+        const std::optional<nlohmann::json> planned = planned_config(run, weights, seed);
+        const std::optional<nlohmann::json> found = planned ? finished_results(*planned) : std::nullopt;
+        if (!found) {
+          ++stale;
+          continue;
+        }
+        const nlohmann::json& r = *found;
         const auto& m = r["metrics"];
         up.push_back(m["accuracy"]);
         for (const auto& g : eval_groups) {
@@ -276,8 +301,10 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         ++n;
         any_dir = run.dir + "/seed" + std::to_string(seed);
       }
+      const std::string stale_note =
+          stale ? str_cat(" (", stale, stale == 1 ? " run" : " runs", " of another config ignored)") : std::string();
       if (n == 0) {
-        md += "| " + run.method + " | (not run) |\n";
+        md += "| " + run.method + stale_note + " | (not run) |\n";
         continue;
       }
       char lam[64];
@@ -285,7 +312,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       // A method with only some of its seeds finished so far says so beside its name.
       const std::string partial = n < static_cast<int64_t>(p.seeds.size())
                                       ? str_cat(" (", n, " of ", p.seeds.size(), " seeds)") : std::string();
-      md += "| " + run.method + partial + " | " + lam + " | " + pm(up) + " |";
+      md += "| " + run.method + partial + stale_note + " | " + lam + " | " + pm(up) + " |";
       for (const auto& g : eval_groups) md += " " + pm(orb[g]) + " |";
       for (const auto& g : eval_groups) md += " " + pm(cons[g]) + " |";
       md += " " + pm(err, 1, 3) + " | " + std::to_string(passes) + " | " + pm(secs, 1, 0) + " |\n";

@@ -1,8 +1,8 @@
 // The cost of the equivariance regularizer: one training step (forward, cross-entropy, backward, Adam)
 // of resnet_small on a batch of 28x28 images, plain and with the regularizer (C4, KL from a
 // stop-gradient upright branch, 1 sampled element per image), as a ratio to the plain step measured
-// in the same run. Shown for comparison: the regularizer on half of each batch (reg_fraction 0.5) and
-// over C8 (bilinear 45° rotations), equi-tuning over C4 (4 forward passes per image) and
+// in the same run. Shown for comparison: the regularizer on half of each batch (reg_fraction 0.5), over
+// C8 (bilinear 45° rotations) on all or half of each batch, equi-tuning over C4 (4 forward passes per image) and
 // canonicalization over C4 (4 passes of a small scorer and 1 of the model, plus the scorer's prior).
 //
 //   orbit_bench_regularizer [--threads N] [--reps R] [--batch B] [--model NAME]
@@ -60,33 +60,38 @@ int main(int argc, char** argv) {
   Adam canon_opt(canon->parameters(), AdamOptions{});
   auto f = [&](const Tensor& t) { return (*model)(t); };
 
-  // kind 0: plain; 1: regularizer on every image; 2: on half of the images; 3: over C8; 4: equi-tuning;
-  // 5: canonicalization.
+  // kind 0: plain; 1-4: the regularizer over C4 or C8, on every image or on half of them; 5: equi-tuning;
+  // 6: canonicalization.
   auto step = [&](int kind) {
     Tensor logits, penalty;
-    if (kind >= 1 && kind <= 3) {
+    if (kind >= 1 && kind <= 4) {
       groups::RegularizerOptions ro;
       ro.samples = 1;
-      ro.item_fraction = kind == 2 ? 0.5 : 1.0;
-      auto r = groups::regularized_forward(f, model.get(), kind == 3 ? G8 : G, x, ro, gen);
+      ro.item_fraction = kind % 2 == 0 ? 0.5 : 1.0;
+      auto r = groups::regularized_forward(f, model.get(), kind >= 3 ? G8 : G, x, ro, gen);
       logits = r.output;
       penalty = r.penalty;
-    } else if (kind == 5) {
+    } else if (kind == 6) {
       logits = (*canon)(x);
       penalty = groups::Canonicalized::prior_loss(canon->last_scores());
     } else {
-      logits = kind == 4 ? (*averaged)(x) : f(x);
+      logits = kind == 5 ? (*averaged)(x) : f(x);
     }
     Tensor loss = cross_entropy(logits, y);
     if (penalty.defined()) loss = add(loss, mul(penalty, 3.0));
-    Adam& o = kind == 5 ? canon_opt : opt;
+    Adam& o = kind == 6 ? canon_opt : opt;
     o.zero_grad();
     loss.backward();
     o.step();
   };
-  const char* names[] = {"plain step", "regularizer, every image", "regularizer, half of the images (reg_fraction 0.5)",
-                         "regularizer over C8, every image", "equi-tuning over C4", "canonicalization over C4"};
-  const int kinds = 6;
+  const char* names[] = {"plain step",
+                         "regularizer, every image",
+                         "regularizer, half of the images (reg_fraction 0.5)",
+                         "regularizer over C8, every image",
+                         "regularizer over C8, half of the images",
+                         "equi-tuning over C4",
+                         "canonicalization over C4"};
+  const int kinds = 7;
   std::vector<std::vector<double>> times(kinds);
   for (int k = 0; k < kinds; ++k) step(k);  // warm-up
   // Interleave the kinds so that machine noise hits them alike.
