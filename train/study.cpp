@@ -133,9 +133,14 @@ bool finished(const std::string& dir, const nlohmann::json& config) {
   return finished_results(merged(config, {{"out_dir", dir}})).has_value();
 }
 
-// The config a seed of `run` is planned with (weights and, for a cross-validated method, the lambda and
-// lr its finished cross-validation chooses by the config's rule); nothing while that is still unknown.
-std::optional<nlohmann::json> planned_config(const Plan::Run& run, const std::string& weights, int64_t seed) {
+// Where a seed of `run` goes.
+std::string seed_dir(const Plan::Run& run, int64_t seed) { return run.dir + "/seed" + std::to_string(seed); }
+
+// The config every seed of `run` is planned with: the method's config with the pretrained weights and,
+// for a cross-validated method, the lambda and lr its finished cross-validation (run.dir/cv.json)
+// chooses by the config's rule; nothing while that is still unknown. The study runs these configs and
+// its report counts only runs of them.
+std::optional<nlohmann::json> planned_config(const Plan::Run& run, const std::string& weights) {
   nlohmann::json cfg = merged(run.config, {{"weights", weights}});
   if (run.cv) {
     const std::string path = run.dir + "/cv.json";
@@ -146,7 +151,11 @@ std::optional<nlohmann::json> planned_config(const Plan::Run& run, const std::st
     cfg["lambda"] = chosen["lambda"];
     cfg["lr"] = chosen["lr"];
   }
-  return merged(cfg, {{"seed", seed}, {"out_dir", run.dir + "/seed" + std::to_string(seed)}});
+  return cfg;
+}
+
+nlohmann::json seed_config(const nlohmann::json& planned, const Plan::Run& run, int64_t seed) {
+  return merged(planned, {{"seed", seed}, {"out_dir", seed_dir(run, seed)}});
 }
 
 std::string pm(const std::vector<double>& v, double scale = 100, int decimals = 1) {
@@ -204,25 +213,21 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
   size_t k = 0;
   for (const Plan::Run& run : p.runs) {
     if (!wanted(run.regime)) continue;
-    nlohmann::json cfg = run.config;
-    cfg["weights"] = weights;
     if (sharded && !run.cv) continue;
     if (run.cv) {
-      nlohmann::json cv_cfg = merged(cfg, {{"seed", p.cv_seed}, {"out_dir", run.dir}});
+      const nlohmann::json cv_cfg = merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});
       if (!options.quiet) std::fprintf(stderr, "== %s, %s: cross-validating lambda\n", run.regime.c_str(), run.method.c_str());
       RunOptions cvo = ro;
       cvo.shard_index = options.shard_index;
       cvo.shard_count = options.shard_count;
-      const nlohmann::json cv = cross_validate(cv_cfg, cvo);
+      cross_validate(cv_cfg, cvo);  // writes run.dir/cv.json, which planned_config reads
       if (sharded) continue;
-      cfg["lambda"] = cv["best"]["lambda"];
-      cfg["lr"] = cv["best"]["lr"];
     }
+    const nlohmann::json cfg = planned_config(run, weights).value();
     for (int64_t seed : p.seeds) {
       ++k;
-      const std::string dir = run.dir + "/seed" + std::to_string(seed);
-      const nlohmann::json rc = merged(cfg, {{"seed", seed}, {"out_dir", dir}});
-      if (finished(dir, rc)) continue;
+      const nlohmann::json rc = seed_config(cfg, run, seed);
+      if (finished_results(rc)) continue;
       if (!options.quiet) std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld\n", k, total, run.regime.c_str(), run.method.c_str(),
                    static_cast<long long>(seed));
       run_training(rc, ro);
@@ -272,13 +277,12 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       std::vector<double> angles;
       int64_t passes = 1;
       int64_t n = 0, stale = 0;
+      const std::optional<nlohmann::json> planned = planned_config(run, weights);
       for (int64_t seed : p.seeds) {
-        const std::string path = run.dir + "/seed" + std::to_string(seed) + "/results.json";
-        if (!fs::exists(path)) continue;
+        if (!fs::exists(seed_dir(run, seed) + "/results.json")) continue;
         // Only a run of the config the study plans counts: one left from another lambda (a changed grid
         // or rule) or another method config is named, not averaged in.
-        const std::optional<nlohmann::json> planned = planned_config(run, weights, seed);
-        const std::optional<nlohmann::json> found = planned ? finished_results(*planned) : std::nullopt;
+        const std::optional<nlohmann::json> found = planned ? finished_results(seed_config(*planned, run, seed)) : std::nullopt;
         if (!found) {
           ++stale;
           continue;
@@ -299,7 +303,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         if (angle_mean.empty()) angle_mean.assign(aa.size(), 0.0);
         for (size_t i = 0; i < aa.size() && i < angle_mean.size(); ++i) angle_mean[i] += aa[i];
         ++n;
-        any_dir = run.dir + "/seed" + std::to_string(seed);
+        any_dir = seed_dir(run, seed);
       }
       const std::string stale_note =
           stale ? str_cat(" (", stale, stale == 1 ? " run" : " runs", " of another config ignored)") : std::string();
@@ -364,7 +368,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       std::vector<GridRow> grid;
       for (const Plan::Run& run : p.runs) {
         if (run.regime != regime) continue;
-        const std::string dir = run.dir + "/seed" + std::to_string(p.seeds[0]);
+        const std::string dir = seed_dir(run, p.seeds[0]);
         if (!fs::exists(dir + "/model.safetensors")) continue;
         std::vector<std::string> names;
         auto net = load_run_network(read_json_file(dir + "/results.json")["config"], dir + "/model.safetensors", &names);
