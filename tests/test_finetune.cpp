@@ -423,6 +423,11 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     std::ifstream st(dir + "/study/report.md");
     const std::string stext((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
     EXPECT_NE(stext.find("| ours (1 of 2 seeds) (1 run of another config ignored) |"), std::string::npos) << stext;
+    // The image grid shows the first seed's model only when it is of the planned config.
+    std::ifstream gs(dir + "/study/50pct/grid.svg");
+    const std::string gtext((std::istreambuf_iterator<char>(gs)), std::istreambuf_iterator<char>());
+    EXPECT_NE(gtext.find("plain · "), std::string::npos);
+    EXPECT_EQ(gtext.find("ours · "), std::string::npos);
     write_json_file(ours_path, ours_res);
   }
   // Bad study configs are refused before any work.

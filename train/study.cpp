@@ -368,8 +368,11 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       std::vector<GridRow> grid;
       for (const Plan::Run& run : p.runs) {
         if (run.regime != regime) continue;
+        // The first seed's model, when it is of the config the study plans (as in the table above).
         const std::string dir = seed_dir(run, p.seeds[0]);
         if (!fs::exists(dir + "/model.safetensors")) continue;
+        const std::optional<nlohmann::json> planned = planned_config(run, weights);
+        if (!planned || !finished_results(seed_config(*planned, run, p.seeds[0]))) continue;
         std::vector<std::string> names;
         auto net = load_run_network(read_json_file(dir + "/results.json")["config"], dir + "/model.safetensors", &names);
         NoGradGuard ng;
