@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 
+#include "models/resnet.h"
 #include "models/resnet_small.h"
 #include "models/small_cnn.h"
 
@@ -16,8 +17,8 @@ struct Entry {
 
 // Built-in models are listed here explicitly (static registration objects in a static library are
 // dropped by the linker when nothing references their file).
-std::map<std::string, Entry>& registry() {
-  static std::map<std::string, Entry> r = {
+std::map<std::string, Entry> builtin_models() {
+  std::map<std::string, Entry> r = {
       {"small_cnn",
        {"4-layer CNN for 28x28 images (Fashion-MNIST / MNIST), ~0.47M parameters",
         [](const ModelOptions& o) { return std::make_shared<SmallCNN>(o); }}},
@@ -28,6 +29,27 @@ std::map<std::string, Entry>& registry() {
        {"ResNet-18-like (2-2-2-2 basic blocks, widths 32-64-128-256) for small images such as 28x28",
         [](const ModelOptions& o) { return std::make_shared<ResNetSmall>(o, 32); }}},
   };
+  // torchvision's ResNet family (models/resnet.h); parameter counts at 3 input channels, 1000 classes.
+  const std::pair<const char*, const char*> resnets[] = {
+      {"resnet18", "torchvision ResNet-18 (BasicBlock 2-2-2-2), 11.7M parameters"},
+      {"resnet34", "torchvision ResNet-34 (BasicBlock 3-4-6-3), 21.8M parameters"},
+      {"resnet50", "torchvision ResNet-50 (Bottleneck 3-4-6-3), 25.6M parameters"},
+      {"resnet101", "torchvision ResNet-101 (Bottleneck 3-4-23-3), 44.5M parameters"},
+      {"resnet152", "torchvision ResNet-152 (Bottleneck 3-8-36-3), 60.2M parameters"},
+      {"resnext50_32x4d", "torchvision ResNeXt-50 32x4d (grouped Bottleneck 3-4-6-3), 25.0M parameters"},
+      {"resnext101_32x8d", "torchvision ResNeXt-101 32x8d (grouped Bottleneck 3-4-23-3), 88.8M parameters"},
+      {"resnext101_64x4d", "torchvision ResNeXt-101 64x4d (grouped Bottleneck 3-4-23-3), 83.5M parameters"},
+      {"wide_resnet50_2", "torchvision Wide ResNet-50-2 (Bottleneck 3-4-6-3, twice the inner width), 68.9M parameters"},
+      {"wide_resnet101_2", "torchvision Wide ResNet-101-2 (Bottleneck 3-4-23-3, twice the inner width), 126.9M parameters"},
+  };
+  for (const auto& [name, description] : resnets) {
+    const ResNetSpec spec = resnet_spec(name);
+    r[name] = {description, [spec](const ModelOptions& o) { return std::make_shared<ResNet>(o, spec); }};
+  }
+  return r;
+}
+std::map<std::string, Entry>& registry() {
+  static std::map<std::string, Entry> r = builtin_models();
   return r;
 }
 std::mutex& registry_mutex() {

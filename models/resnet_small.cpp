@@ -1,4 +1,4 @@
-// ResNetSmall and its BasicBlock (models/resnet_small.h).
+// ResNetSmall (models/resnet_small.h).
 #include "models/resnet_small.h"
 
 #include "layers/init.h"
@@ -6,14 +6,6 @@
 namespace orbit {
 
 namespace {
-// A bias-free conv with torchvision's ResNet initialization (kaiming_normal_, fan_out, relu).
-std::shared_ptr<Conv2d> make_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, Generator* gen) {
-  auto conv = std::make_shared<Conv2d>(in, out, kernel, stride, /*padding=*/kernel / 2, 1, 1, /*bias=*/false,
-                                       ConvPadding::Zeros, gen);
-  init::kaiming_normal_(conv->weight, 0.0, "fan_out", "relu", gen);
-  return conv;
-}
-
 // layerN: two BasicBlocks named "0" and "1"; the first changes width and stride.
 std::shared_ptr<Sequential> make_layer(int64_t in, int64_t out, int64_t stride, Generator* gen) {
   auto layer = std::make_shared<Sequential>();
@@ -22,30 +14,6 @@ std::shared_ptr<Sequential> make_layer(int64_t in, int64_t out, int64_t stride, 
   return layer;
 }
 }  // namespace
-
-// ---------------------------------------------------------------------------------- BasicBlock
-
-BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, Generator* gen)
-    : Module("BasicBlock") {
-  // Registration order = torchvision's, hence the same state_dict order.
-  conv1_ = register_module("conv1", make_conv(in_channels, out_channels, 3, stride, gen));
-  bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(out_channels));
-  relu_ = register_module("relu", std::make_shared<ReLU>(true));
-  conv2_ = register_module("conv2", make_conv(out_channels, out_channels, 3, 1, gen));
-  bn2_ = register_module("bn2", std::make_shared<BatchNorm2d>(out_channels));
-  if (stride != 1 || in_channels != out_channels) {
-    downsample_ = register_module("downsample", std::make_shared<Sequential>());
-    downsample_->push_back(make_conv(in_channels, out_channels, 1, stride, gen));
-    downsample_->push_back(std::make_shared<BatchNorm2d>(out_channels));
-  }
-}
-
-Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor out = (*relu_)((*bn1_)((*conv1_)(x)));
-  out = (*bn2_)((*conv2_)(out));
-  const Tensor identity = downsample_ ? (*downsample_)(x) : x;
-  return (*relu_)(add(out, identity));
-}
 
 // ---------------------------------------------------------------------------------- ResNetSmall
 
@@ -56,7 +24,7 @@ ResNetSmall::ResNetSmall(const ModelOptions& o, int64_t width)
   ORBIT_CHECK(width > 0, "ResNetSmall: expected a positive width, got ", width);
   ORBIT_CHECK(o.dropout >= 0 && o.dropout < 1, "ResNetSmall: dropout must be in [0, 1), got ", o.dropout);
   const int64_t w = width;
-  conv1_ = register_module("conv1", make_conv(o.in_channels, w, 3, 1, o.gen));
+  conv1_ = register_module("conv1", resnet_conv(o.in_channels, w, 3, 1, o.gen));
   bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(w));
   relu_ = register_module("relu", std::make_shared<ReLU>(true));
   layer1_ = register_module("layer1", make_layer(w, w, 1, o.gen));

@@ -5,7 +5,7 @@
 //   layer1..layer4: 2 BasicBlocks each, widths w, 2w, 4w, 8w, first-block strides 1, 2, 2, 2
 //   avgpool (global average), dropout, fc (Linear 8w -> num_classes)
 //
-// BasicBlock(in, out, stride): conv1 (3x3, stride, no bias), bn1, relu, conv2 (3x3, no bias), bn2,
+// BasicBlock(in, out, stride) (models/resnet.h, torchvision's): conv1 (3x3, stride, no bias), bn1, relu, conv2 (3x3, no bias), bn2,
 // plus the shortcut: identity, or downsample = Sequential(conv 1x1 stride s no bias, BatchNorm2d)
 // ("downsample.0", "downsample.1") when stride != 1 or in != out; output relu(bn2(...) + shortcut).
 //
@@ -21,20 +21,9 @@
 
 #include "layers/layers.h"
 #include "models/registry.h"
+#include "models/resnet.h"  // BasicBlock
 
 namespace orbit {
-
-class BasicBlock : public Module {
- public:
-  BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, Generator* gen = nullptr);
-  Tensor forward(const Tensor& x) override;
-
- private:
-  std::shared_ptr<Conv2d> conv1_, conv2_;
-  std::shared_ptr<BatchNorm2d> bn1_, bn2_;
-  std::shared_ptr<ReLU> relu_;
-  std::shared_ptr<Sequential> downsample_;  // null for the identity shortcut
-};
 
 class ResNetSmall : public ClassifierModel {
  public:

@@ -20,6 +20,7 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
+#include "layers/module.h"
 
 namespace orbit::testing {
 
@@ -219,6 +220,58 @@ inline Fixture load_fixture(const std::string& name) {
   if (j.contains("meta")) fx.meta = j["meta"];
   for (auto& [k, v] : j.at("tensors").items()) fx.tensors[k] = tensor_from_json(v);
   return fx;
+}
+
+// ------------------------------------------------------------------ seeded weights
+// The same values as tests/fixtures/seeded_weights.py (see there): element i of the tensor `name` is a
+// float32 in [-1, 1) with 24 bits from splitmix64, so a fixture of a large model needs no committed
+// weights.
+inline uint64_t splitmix_finalize(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+inline std::vector<float> seeded_uniform(const std::string& name, int64_t n, uint64_t seed) {
+  uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a, 64 bits
+  for (unsigned char c : name) h = (h ^ c) * 0x100000001B3ull;
+  const uint64_t golden = 0x9E3779B97F4A7C15ull;
+  const uint64_t key = splitmix_finalize(h ^ (seed * golden));
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    v[i] = static_cast<float>(splitmix_finalize(key + static_cast<uint64_t>(i + 1) * golden) >> 40) * 0x1p-23f - 1.0f;
+  return v;
+}
+
+inline Tensor seeded_tensor(const std::string& name, const Shape& shape, uint64_t seed) {
+  return Tensor::from_vector(seeded_uniform(name, shape_numel(shape), seed), shape);
+}
+
+// Every entry of the module's state_dict replaced by its seeded value, scaled by its role as
+// seeded_weights.py does.
+inline StateDict seeded_state_dict(const Module& module, uint64_t seed) {
+  StateDict out;
+  for (const auto& [k, t] : module.state_dict()) {
+    auto ends = [&](const std::string& s) { return k.size() >= s.size() && k.compare(k.size() - s.size(), s.size(), s) == 0; };
+    if (ends("num_batches_tracked")) {
+      out.insert(k, Tensor::zeros(t.shape(), DType::I64));
+      continue;
+    }
+    std::vector<float> u = seeded_uniform(k, t.numel(), seed);
+    float scale, offset = 0.0f;
+    if (ends("running_var")) {
+      scale = 0.25f, offset = 1.0f;
+    } else if (ends("running_mean")) {
+      scale = 0.1f;
+    } else if (t.dim() == 1) {
+      scale = 0.1f, offset = ends("weight") ? 1.0f : 0.0f;
+    } else {
+      scale = static_cast<float>(std::sqrt(3.0 / static_cast<double>(t.numel() / t.size(0))));
+    }
+    for (float& x : u) x = x * scale + offset;
+    out.insert(k, Tensor::from_vector(u, t.shape()));
+  }
+  return out;
 }
 
 // The fixture cases of a file whose meta holds {"cases": [{"name": ..., ...}, ...]}.
