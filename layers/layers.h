@@ -1,7 +1,7 @@
 // The standard layers, with PyTorch's constructor arguments, defaults, parameter / buffer names,
 // default initialization and repr:
 //   Conv2d, Linear, BatchNorm1d, BatchNorm2d, ReLU, SiLU, GELU, Sigmoid, Tanh, MaxPool2d, AvgPool2d,
-//   AdaptiveAvgPool2d, Dropout, Flatten, Identity, and the containers Sequential and ModuleList.
+//   AdaptiveAvgPool2d, Dropout, StochasticDepth (torchvision.ops), Flatten, Identity, and the containers Sequential and ModuleList.
 // Random initialization draws from the Generator passed to the constructor (the engine's default
 // generator when null), so a model built after manual_seed(s) is the same on every run.
 #pragma once
@@ -238,6 +238,24 @@ class Dropout : public Module {
  private:
   double p_;
   bool inplace_;
+  Generator* gen_;
+};
+
+// torchvision.ops.StochasticDepth: in training mode, zeroes whole rows (mode "row": each sample of
+// the batch) or the whole input (mode "batch") with probability p and scales the rest by 1 / (1 - p);
+// the identity in eval mode or at p = 0. Used on the residual branch of EfficientNet's MBConv.
+// Draws from `gen` (the default generator when null), which must outlive the layer.
+class StochasticDepth : public Module {
+ public:
+  explicit StochasticDepth(double p, const std::string& mode = "row", Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  double p() const { return p_; }
+  void set_generator(Generator* gen) { gen_ = gen; }
+
+ private:
+  double p_;
+  std::string mode_;
   Generator* gen_;
 };
 

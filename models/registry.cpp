@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 
+#include "models/efficientnet.h"
 #include "models/resnet.h"
 #include "models/resnet_small.h"
 #include "models/small_cnn.h"
@@ -45,6 +46,21 @@ std::map<std::string, Entry> builtin_models() {
   for (const auto& [name, description] : resnets) {
     const ResNetSpec spec = resnet_spec(name);
     r[name] = {description, [spec](const ModelOptions& o) { return std::make_shared<ResNet>(o, spec); }};
+  }
+  // torchvision's EfficientNet-B0 ... B7 (models/efficientnet.h).
+  const std::pair<const char*, const char*> effnets[] = {
+      {"efficientnet_b0", "torchvision EfficientNet-B0 (width 1.0, depth 1.0, dropout 0.2), 5.3M parameters"},
+      {"efficientnet_b1", "torchvision EfficientNet-B1 (width 1.0, depth 1.1, dropout 0.2), 7.8M parameters"},
+      {"efficientnet_b2", "torchvision EfficientNet-B2 (width 1.1, depth 1.2, dropout 0.3), 9.1M parameters"},
+      {"efficientnet_b3", "torchvision EfficientNet-B3 (width 1.2, depth 1.4, dropout 0.3), 12.2M parameters"},
+      {"efficientnet_b4", "torchvision EfficientNet-B4 (width 1.4, depth 1.8, dropout 0.4), 19.3M parameters"},
+      {"efficientnet_b5", "torchvision EfficientNet-B5 (width 1.6, depth 2.2, dropout 0.4; batch-norm eps 1e-3), 30.4M parameters"},
+      {"efficientnet_b6", "torchvision EfficientNet-B6 (width 1.8, depth 2.6, dropout 0.5; batch-norm eps 1e-3), 43.0M parameters"},
+      {"efficientnet_b7", "torchvision EfficientNet-B7 (width 2.0, depth 3.1, dropout 0.5; batch-norm eps 1e-3), 66.3M parameters"},
+  };
+  for (const auto& [name, description] : effnets) {
+    const EfficientNetSpec spec = efficientnet_spec(name);
+    r[name] = {description, [spec](const ModelOptions& o) { return std::make_shared<EfficientNet>(o, spec); }};
   }
   return r;
 }

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,7 +32,10 @@ class ClassifierModel : public Module {
 struct ModelOptions {
   int64_t num_classes = 10;
   int64_t in_channels = 1;
-  double dropout = 0.25;
+  // Dropout before the classifier; unset: the model's own default (0.25 for small_cnn and
+  // resnet_small, the variant's for EfficientNet; torchvision's ResNets have none and accept only
+  // 0).
+  std::optional<double> dropout;
   Generator* gen = nullptr;  // initialization; the default generator when null
 };
 

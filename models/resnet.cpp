@@ -107,6 +107,8 @@ ResNet::ResNet(const ModelOptions& o, const ResNetSpec& spec)
   ORBIT_CHECK(spec.bottleneck || (spec.groups == 1 && spec.width_per_group == 64),
               "ResNet: BasicBlock only supports groups = 1 and width_per_group = 64 (as torchvision), got ",
               spec.groups, " and ", spec.width_per_group);
+  ORBIT_CHECK(o.dropout.value_or(0.0) == 0.0, "ResNet: torchvision's ResNet has no dropout; expected dropout 0 or unset, got ",
+              *o.dropout);
   const int64_t expansion = spec.bottleneck ? Bottleneck::kExpansion : BasicBlock::kExpansion;
   conv1_ = register_module("conv1", resnet_conv(o.in_channels, 64, 7, 2, o.gen));
   bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(64));

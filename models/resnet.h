@@ -16,7 +16,7 @@
 //
 // Initialization as torchvision: convs kaiming_normal_(fan_out, relu), BatchNorm weight 1 and bias 0,
 // fc Linear's default (zero_init_residual = False). BatchNorm eps 1e-5, momentum 0.1. There is no
-// dropout (ModelOptions::dropout is not used). Every submodule is called through operator(), so
+// dropout (ModelOptions::dropout must be unset or 0). Every submodule is called through operator(), so
 // forward hooks see its output (taps such as "layer3" or "layer2.0.bn1").
 #pragma once
 

@@ -22,7 +22,8 @@ ResNetSmall::ResNetSmall(const ModelOptions& o, int64_t width)
   ORBIT_CHECK(o.in_channels > 0 && o.num_classes > 0, "ResNetSmall: expected positive in_channels and num_classes, got ",
               o.in_channels, " and ", o.num_classes);
   ORBIT_CHECK(width > 0, "ResNetSmall: expected a positive width, got ", width);
-  ORBIT_CHECK(o.dropout >= 0 && o.dropout < 1, "ResNetSmall: dropout must be in [0, 1), got ", o.dropout);
+  const double dropout = o.dropout.value_or(0.25);
+  ORBIT_CHECK(dropout >= 0 && dropout < 1, "ResNetSmall: dropout must be in [0, 1), got ", dropout);
   const int64_t w = width;
   conv1_ = register_module("conv1", resnet_conv(o.in_channels, w, 3, 1, o.gen));
   bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(w));
@@ -32,7 +33,7 @@ ResNetSmall::ResNetSmall(const ModelOptions& o, int64_t width)
   layer3_ = register_module("layer3", make_layer(2 * w, 4 * w, 2, o.gen));
   layer4_ = register_module("layer4", make_layer(4 * w, 8 * w, 2, o.gen));
   avgpool_ = register_module("avgpool", std::make_shared<AdaptiveAvgPool2d>(1, 1));
-  dropout_ = register_module("dropout", std::make_shared<Dropout>(o.dropout, false, o.gen));
+  dropout_ = register_module("dropout", std::make_shared<Dropout>(dropout, false, o.gen));
   fc_ = register_module("fc", std::make_shared<Linear>(8 * w, o.num_classes, true, o.gen));
 }
 

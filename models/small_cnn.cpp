@@ -14,7 +14,8 @@ SmallCNN::SmallCNN(const ModelOptions& o)
     : ClassifierModel("SmallCNN"), in_channels_(o.in_channels), num_classes_(o.num_classes) {
   ORBIT_CHECK(o.in_channels > 0 && o.num_classes > 0, "SmallCNN: expected positive in_channels and num_classes, got ",
               o.in_channels, " and ", o.num_classes);
-  ORBIT_CHECK(o.dropout >= 0 && o.dropout < 1, "SmallCNN: dropout must be in [0, 1), got ", o.dropout);
+  const double dropout = o.dropout.value_or(0.25);
+  ORBIT_CHECK(dropout >= 0 && dropout < 1, "SmallCNN: dropout must be in [0, 1), got ", dropout);
   features_ = register_module("features", std::make_shared<Sequential>());
   conv_bn_relu(*features_, o.in_channels, 32, o.gen);
   conv_bn_relu(*features_, 32, 32, o.gen);
@@ -26,7 +27,7 @@ SmallCNN::SmallCNN(const ModelOptions& o)
   classifier_->push_back(std::make_shared<Flatten>());
   classifier_->push_back(std::make_shared<Linear>(64 * 7 * 7, 128, true, o.gen));
   classifier_->push_back(std::make_shared<ReLU>());
-  classifier_->push_back(std::make_shared<Dropout>(o.dropout, false, o.gen));
+  classifier_->push_back(std::make_shared<Dropout>(dropout, false, o.gen));
   classifier_->push_back(std::make_shared<Linear>(128, o.num_classes, true, o.gen));
 }
 

@@ -1,11 +1,14 @@
-// torchvision's ResNet family (models/resnet.h) against torchvision itself: parameter counts,
-// state_dict keys and shapes in order, and ResNet-50's eval logits, train-mode loss, gradients and
-// batch-norm statistics with seeded weights that pass through a safetensors file (weights/).
-// Fixture: tests/fixtures/models_resnet.json (gen_models.py, PyTorch 1.13, torchvision 0.14).
+// torchvision's ResNet family (models/resnet.h) and EfficientNet-B0 ... B7 (models/efficientnet.h)
+// against torchvision itself: parameter counts, state_dict keys and shapes in order, logits, losses,
+// gradients and batch-norm statistics, with seeded weights (computed alike here and in the fixture
+// generator) that pass through a safetensors file (weights/).
+// Fixtures: tests/fixtures/models_resnet.json and models_efficientnet.json (gen_models.py, PyTorch
+// 1.13, torchvision 0.14).
 #include <cmath>
 #include <cstdio>
 
 #include "engine/autograd.h"
+#include "models/efficientnet.h"
 #include "models/registry.h"
 #include "models/resnet.h"
 #include "test_util.h"
@@ -55,8 +58,8 @@ TEST(ResNetTorchvision, ParameterCountsMatchTorchvision) {
   }
 }
 
-TEST(ResNetTorchvision, StateDictKeysAndShapesInTorchvisionOrder) {
-  const auto fx = load_fixture("models_resnet");
+void expect_torchvision_keys(const testing::Fixture& fx) {
+  ASSERT_FALSE(fx.meta["keys"].empty());
   for (auto& [name, keys] : fx.meta["keys"].items()) {
     const StateDict sd = torchvision_model(name)->state_dict();
     ASSERT_EQ(sd.size(), keys.size()) << name;
@@ -68,6 +71,8 @@ TEST(ResNetTorchvision, StateDictKeysAndShapesInTorchvisionOrder) {
     }
   }
 }
+
+TEST(ResNetTorchvision, StateDictKeysAndShapesInTorchvisionOrder) { expect_torchvision_keys(load_fixture("models_resnet")); }
 
 TEST(ResNetTorchvision, ResNet50EvalLogitsMatchPyTorch) {
   const auto fx = load_fixture("models_resnet");
@@ -98,11 +103,11 @@ struct Step {
   std::shared_ptr<ClassifierModel> model;
 };
 
-// One forward and backward of the seeded resnet50 (cross-entropy for the fixture's labels).
-Step resnet50_step(const testing::Fixture& fx, DType dtype, bool train) {
+// One forward and backward of a seeded model (seed 0; cross-entropy for the fixture's labels).
+Step model_step(const std::string& name, const testing::Fixture& fx, DType dtype, bool train) {
   testing::TempDir dir;
   Step s;
-  s.model = torchvision_model("resnet50");
+  s.model = torchvision_model(name);
   load_seeded(*s.model, 0, dir);
   s.model->to(dtype);
   s.model->train(train);
@@ -142,7 +147,7 @@ void expect_grads_match(const Module& m, const nlohmann::json& ref_grads, double
 // PyTorch to 1e-9 relative (float64 rounding through 53 layers is far below that).
 TEST(ResNetTorchvision, ResNet50TrainingStepFloat64MatchesPyTorch) {
   const auto fx = load_fixture("models_resnet");
-  const Step s = resnet50_step(fx, DType::F64, true);
+  const Step s = model_step("resnet50", fx, DType::F64, true);
   EXPECT_TRUE(close_to_scale(s.logits, fx.at("resnet50.train64.logits"), 1e-9));
   EXPECT_NEAR(s.loss.item(), fx.at("resnet50.train64.loss").item(), 1e-9 * fx.at("resnet50.train64.loss").item());
   expect_grads_match(*s.model, fx.meta["grads"]["train64"], 1e-9);
@@ -156,7 +161,7 @@ TEST(ResNetTorchvision, ResNet50TrainingStepFloat64MatchesPyTorch) {
 // against float64 is about 1e-6 here).
 TEST(ResNetTorchvision, ResNet50FrozenBatchNormStepMatchesPyTorch) {
   const auto fx = load_fixture("models_resnet");
-  const Step s = resnet50_step(fx, DType::F32, false);
+  const Step s = model_step("resnet50", fx, DType::F32, false);
   EXPECT_TRUE(close_to_scale(s.logits, fx.at("resnet50.frozen32.logits"), 1e-4));
   EXPECT_NEAR(s.loss.item(), fx.at("resnet50.frozen32.loss").item(), 1e-4 * fx.at("resnet50.frozen32.loss").item());
   expect_grads_match(*s.model, fx.meta["grads"]["frozen32"], 1e-3);
@@ -171,8 +176,8 @@ TEST(ResNetTorchvision, ResNet50FrozenBatchNormStepMatchesPyTorch) {
 // float64 gradient is the engine's own, shown equal to PyTorch's above.
 TEST(ResNetTorchvision, ResNet50TrainingStepFloat32AsAccurateAsPyTorch) {
   const auto fx = load_fixture("models_resnet");
-  const Step s32 = resnet50_step(fx, DType::F32, true);
-  const Step s64 = resnet50_step(fx, DType::F64, true);
+  const Step s32 = model_step("resnet50", fx, DType::F32, true);
+  const Step s64 = model_step("resnet50", fx, DType::F64, true);
   EXPECT_TRUE(close_to_scale(s32.logits, fx.at("resnet50.train32.logits"), 1e-4));
   EXPECT_NEAR(s32.loss.item(), fx.at("resnet50.train32.loss").item(), 1e-4 * fx.at("resnet50.train32.loss").item());
   const auto& ref = fx.meta["grads"]["train32"];
@@ -221,6 +226,125 @@ TEST(ResNetTorchvision, FineTuningSurface) {
   ResNetSpec bad = resnet_spec("resnet18");
   bad.groups = 2;
   expect_error([&] { ResNet(o, bad); }, {"BasicBlock", "groups"});
+  o.dropout = 0.5;
+  expect_error([&] { create_model("resnet50", o); }, {"ResNet", "no dropout", "0.5"});
+}
+
+// ------------------------------------------------------------------ EfficientNet
+
+TEST(EfficientNetTorchvision, ParameterCountsBatchNormAndOutputShapes) {
+  const auto fx = load_fixture("models_efficientnet");
+  ASSERT_EQ(fx.meta["param_counts"].size(), 8u);
+  for (auto& [name, count] : fx.meta["param_counts"].items()) {
+    auto m = torchvision_model(name);
+    int64_t n = 0;
+    for (const auto& [k, p] : m->named_parameters()) n += p.numel();
+    EXPECT_EQ(n, count.get<int64_t>()) << name;
+    // Every batch-norm of the variant has torchvision's eps and momentum.
+    int64_t bns = 0;
+    for (const auto& [k, mod] : m->named_modules())
+      if (auto bn = std::dynamic_pointer_cast<BatchNorm>(mod)) {
+        EXPECT_EQ(bn->eps(), fx.meta["bn"][name]["eps"].get<double>()) << name << " " << k;
+        EXPECT_EQ(bn->momentum().value(), fx.meta["bn"][name]["momentum"].get<double>()) << name << " " << k;
+        ++bns;
+      }
+    EXPECT_GT(bns, 40) << name;
+    // A small resolution runs through (32x32 shrinks to 1x1 by the last stage).
+    m->eval();
+    NoGradGuard ng;
+    EXPECT_EQ((*m)(Tensor::zeros({1, 3, 32, 32})).shape(), (Shape{1, 1000})) << name;
+  }
+}
+
+TEST(EfficientNetTorchvision, StateDictKeysAndShapesInTorchvisionOrder) {
+  expect_torchvision_keys(load_fixture("models_efficientnet"));
+}
+
+TEST(EfficientNetTorchvision, B0EvalLogitsAndFrozenStepMatchPyTorch) {
+  const auto fx = load_fixture("models_efficientnet");
+  {
+    testing::TempDir dir;
+    auto m = torchvision_model("efficientnet_b0");
+    load_seeded(*m, 0, dir);
+    m->eval();
+    NoGradGuard ng;
+    EXPECT_TRUE(close_to_scale((*m)(fx.at("input")), fx.at("efficientnet_b0.eval.logits"), 1e-4));
+  }
+  // Eval mode (running statistics, no dropout or stochastic depth), float32: gradients within 1e-3.
+  const Step s = model_step("efficientnet_b0", fx, DType::F32, false);
+  EXPECT_NEAR(s.loss.item(), fx.at("efficientnet_b0.frozen32.loss").item(), 1e-4 * fx.at("efficientnet_b0.frozen32.loss").item());
+  expect_grads_match(*s.model, fx.meta["grads"]["frozen32"], 1e-3);
+}
+
+TEST(EfficientNetTorchvision, B5EvalLogitsMatchPyTorch) {
+  // B5's batch-norm eps is 1e-3: the default 1e-5 would move these logits by 5.9e-4 of their scale,
+  // about 6 times the tolerance.
+  const auto fx = load_fixture("models_efficientnet");
+  testing::TempDir dir;
+  auto m = torchvision_model("efficientnet_b5");
+  load_seeded(*m, 2, dir);
+  m->eval();
+  NoGradGuard ng;
+  EXPECT_TRUE(close_to_scale((*m)(fx.at("efficientnet_b5.input32")), fx.at("efficientnet_b5.eval.logits"), 1e-4));
+}
+
+TEST(EfficientNetTorchvision, FineTuningSurfaceAndStochasticDepth) {
+  ModelOptions o;
+  o.in_channels = 1;
+  o.num_classes = 5;
+  auto m = create_model("efficientnet_b0", o);
+  EXPECT_EQ(m->num_classes(), 5);
+  EXPECT_EQ(m->state_dict().at("features.0.0.weight").shape(), (Shape{32, 1, 3, 3}));
+  {
+    NoGradGuard ng;
+    m->eval();
+    EXPECT_EQ((*m)(Tensor::zeros({2, 1, 28, 28})).shape(), (Shape{2, 5}));
+  }
+  m->reset_classifier(3);
+  EXPECT_EQ(m->state_dict().at("classifier.1.weight").shape(), (Shape{3, 1280}));
+  {
+    NoGradGuard ng;
+    EXPECT_EQ((*m)(Tensor::zeros({1, 1, 28, 28})).shape(), (Shape{1, 3}));
+  }
+  for (const auto& [name, p] : m->named_parameters()) {
+    int hits = 0;
+    for (const auto& [group, prefix] : m->parameter_groups()) hits += name.rfind(prefix, 0) == 0;
+    EXPECT_EQ(hits, 1) << name;
+  }
+  // The variant's dropout unless ModelOptions sets one; stochastic depth grows with the block index.
+  EXPECT_EQ(m->submodule_as<Dropout>("classifier.0")->p(), 0.2);
+  EXPECT_EQ(m->submodule_as<StochasticDepth>("features.1.0.stochastic_depth")->p(), 0.0);
+  EXPECT_NEAR(m->submodule_as<StochasticDepth>("features.7.0.stochastic_depth")->p(), 0.2 * 15 / 16, 1e-12);
+  o.dropout = 0.0;
+  EXPECT_EQ(create_model("efficientnet_b7", o)->submodule_as<Dropout>("classifier.0")->p(), 0.0);
+  expect_error([&] { (*m)(Tensor::zeros({1, 3, 32, 32})); }, {"EfficientNet", "[N, 1, H, W]", "[1, 3, 32, 32]"});
+  expect_error([&] { efficientnet_spec("efficientnet_b8"); }, {"efficientnet_b8", "efficientnet_b7"});
+  EXPECT_EQ(make_divisible(32 * 1.1, 8), 32);   // 35.2 -> 32 (within 10%)
+  EXPECT_EQ(make_divisible(16 * 1.4, 8), 24);   // 22.4 -> 24
+  EXPECT_EQ(make_divisible(36, 8), 40);         // halves round up
+  EXPECT_EQ(make_divisible(3, 8), 8);           // at least the divisor
+
+  // StochasticDepth: the identity in eval mode; in training mode whole rows are zeroed with
+  // probability p and the rest scaled by 1 / (1 - p).
+  Generator gen(5);
+  StochasticDepth sd(0.25, "row", &gen);
+  EXPECT_EQ(sd.repr(), "StochasticDepth(p=0.25, mode=row)");
+  const Tensor x = Tensor::ones({4000, 2, 3, 3});
+  sd.eval();
+  EXPECT_TRUE(testing::all_close(sd(x), x, 0.0));
+  sd.train();
+  const auto y = sd(x).to_vector<double>();
+  int64_t zero_rows = 0;
+  for (int64_t r = 0; r < 4000; ++r) {
+    const double v = y[static_cast<size_t>(r * 18)];
+    for (int64_t j = 0; j < 18; ++j) ASSERT_EQ(y[static_cast<size_t>(r * 18 + j)], v) << "row " << r;
+    if (v == 0.0) ++zero_rows;
+    else ASSERT_NEAR(v, 1.0 / 0.75, 1e-6);
+  }
+  // Binomial(4000, 0.25): mean 1000, std 27; 5 std either side.
+  EXPECT_NEAR(static_cast<double>(zero_rows), 1000.0, 137.0);
+  expect_error([] { StochasticDepth(1.5); }, {"StochasticDepth", "1.5"});
+  expect_error([] { StochasticDepth(0.1, "column"); }, {"StochasticDepth", "row", "column"});
 }
 
 }  // namespace

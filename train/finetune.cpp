@@ -241,7 +241,7 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
   ModelOptions mo;
   mo.num_classes = classes;
   mo.in_channels = task.train.channels();
-  mo.dropout = c["dropout"];
+  mo.dropout = c["dropout"].get<double>();
   mo.gen = &gen;
   const std::string weights = c["weights"];
   if (!weights.empty()) {

@@ -182,7 +182,7 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
   ModelOptions mo;
   mo.num_classes = train_set.num_classes();
   mo.in_channels = train_set.channels();
-  mo.dropout = c["dropout"];
+  mo.dropout = c["dropout"].get<double>();
   mo.gen = &gen;
   std::shared_ptr<ClassifierModel> model = create_model(c["model"], mo);
   std::unique_ptr<Optimizer> opt = make_optimizer(c, model->parameters());
