@@ -4,6 +4,8 @@
 //   orbit study|report --config FILE [--threads N] [--fresh]
 //   orbit train --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
 //   orbit evaluate --weights FILE [--model NAME] [--dataset NAME] [--data-dir DIR] [--split train|test] [--threads N]
+//   orbit predict --weights FILE (--image FILE | --folder DIR)... [--model NAME] [--top K] [--resize N] [--crop N]
+//                 [--mean a,b,c] [--std a,b,c] [--labels FILE] [--json] [--threads N]
 //   orbit models
 //   orbit config          (every key of a training config, with its default and range)
 //   orbit help | --help | version
@@ -24,6 +26,7 @@
 #include "models/registry.h"
 #include "train/config.h"
 #include "train/finetune.h"
+#include "train/predict.h"
 #include "train/report.h"
 #include "train/study.h"
 #include "train/trainer.h"
@@ -69,6 +72,16 @@ usage:
                  [--split test] [--threads N]
       Accuracy, loss and per-class accuracy of saved weights (normalized with the training split's
       statistics, as during training).
+  orbit predict --weights FILE (--image FILE | --folder DIR)... [--model NAME] [--top 5] [--resize N]
+                [--crop N] [--mean a,b,c] [--std a,b,c] [--labels FILE] [--json] [--threads N]
+      Runs a registered model from a weight file (an orbit run's model.safetensors, or a PyTorch
+      state_dict written by weights/export_torch.py) on images and prints the top classes of each.
+      The model, classes and normalization come from the file's metadata where it has them (--model
+      names the architecture otherwise); input channels and the number of classes from its shapes.
+      Preprocessing as torchvision's ImageClassification preset for files without orbit metadata:
+      shorter side resized to 256 (bilinear, antialiased), center crop 224, ImageNet mean and std;
+      none but the run's normalization for an orbit run's model. --resize 0 / --crop 0 turn a step off.
+      --json prints everything, logits included, as JSON.
   orbit models      the registered models
   orbit version
 )";
@@ -204,6 +217,82 @@ int cmd_evaluate_run(Args& a) {
   return 0;
 }
 
+std::vector<double> parse_numbers(const std::string& option, const std::string& v) {
+  std::vector<double> out;
+  size_t i = 0;
+  while (i <= v.size()) {
+    const size_t j = std::min(v.find(',', i), v.size());
+    try {
+      size_t used = 0;
+      out.push_back(std::stod(v.substr(i, j - i), &used));
+      ORBIT_CHECK(used == j - i, "");
+    } catch (...) {
+      throw Error(str_cat("--", option, " expects numbers separated by commas, such as 0.5,0.5,0.5; got '", v, "'"));
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+int64_t parse_size(const std::string& option, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used == v.size() && n >= 0) return n;
+  } catch (...) {
+  }
+  throw Error(str_cat("--", option, " expects a non-negative integer, got '", v, "'"));
+}
+
+int cmd_predict(int argc, char** argv) {
+  PredictOptions o;
+  bool json = false;
+  // --image and --folder may repeat, so they are gathered here rather than by parse_args.
+  std::vector<std::string> rest;
+  for (int i = 2; i < argc; ++i) {
+    const std::string k = argv[i];
+    if ((k == "--image" || k == "--folder") && i + 1 < argc) {
+      const std::string v = argv[++i];
+      if (k == "--image") {
+        o.images.push_back(v);
+      } else {
+        for (const auto& f : images_in_folder(v)) o.images.push_back(f);
+      }
+    } else if (k == "--json") {
+      json = true;
+    } else {
+      rest.push_back(k);
+    }
+  }
+  std::vector<char*> rv = {argv[0], argv[1]};
+  for (auto& s : rest) rv.push_back(s.data());
+  Args a = parse_args(static_cast<int>(rv.size()), rv.data(), 2,
+                      {"weights", "model", "top", "resize", "crop", "mean", "std", "labels", "threads"}, {});
+  apply_threads(a);
+  if (a.opts.count("weights")) o.weights = a.opts["weights"];
+  if (a.opts.count("model")) o.model = a.opts["model"];
+  if (a.opts.count("top")) o.top = parse_size("top", a.opts["top"]);
+  if (a.opts.count("resize")) o.resize = parse_size("resize", a.opts["resize"]);
+  if (a.opts.count("crop")) o.crop = parse_size("crop", a.opts["crop"]);
+  if (a.opts.count("mean")) o.mean = parse_numbers("mean", a.opts["mean"]);
+  if (a.opts.count("std")) o.std = parse_numbers("std", a.opts["std"]);
+  if (a.opts.count("labels")) o.labels = a.opts["labels"];
+  const nlohmann::json r = predict_images(o);
+  if (json) {
+    std::printf("%s\n", r.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s from %s (%lld classes)\n", r["model"].get<std::string>().c_str(), o.weights.c_str(),
+              static_cast<long long>(r["num_classes"].get<int64_t>()));
+  for (const auto& im : r["images"]) {
+    std::printf("%s\n", im["path"].get<std::string>().c_str());
+    for (const auto& t : im["top"])
+      std::printf("  %6.2f%%  %s (%lld)\n", 100 * t["probability"].get<double>(), t["label"].get<std::string>().c_str(),
+                  static_cast<long long>(t["class"].get<int64_t>()));
+  }
+  return 0;
+}
+
 int cmd_train(int argc, char** argv) {
   Args a = parse_args(argc, argv, 2, {"config", "set", "out", "threads"}, {"fresh"});
   apply_threads(a);
@@ -269,8 +358,9 @@ int main(int argc, char** argv) {
     if (cmd == "study" || cmd == "report") return cmd_study(cmd, argc, argv);
     if (cmd == "train") return cmd_train(argc, argv);
     if (cmd == "evaluate") return cmd_evaluate(argc, argv);
+    if (cmd == "predict") return cmd_predict(argc, argv);
     if (cmd == "models") {
-      for (const auto& [name, desc] : list_models()) std::printf("%-12s %s\n", name.c_str(), desc.c_str());
+      for (const auto& [name, desc] : list_models()) std::printf("%-18s %s\n", name.c_str(), desc.c_str());
       return 0;
     }
     if (cmd == "config") {
