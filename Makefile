@@ -20,7 +20,7 @@ BUILD_DEPS := cmake:/usr/bin/cmake g++:/usr/bin/g++ make:/usr/bin/make \
               nlohmann-json3-dev:/usr/include/nlohmann/json.hpp libstb-dev:/usr/include/stb/stb_image.h \
               libgtest-dev:/usr/include/gtest/gtest.h
 # The peers of `make bench`: oneDNN's SGEMM and PyTorch CPU.
-BENCH_DEPS := libdnnl-dev:/usr/include/dnnl.h python3-torch:/usr/lib/python3/dist-packages/torch/__init__.py
+BENCH_DEPS := libdnnl-dev:/usr/include/dnnl.h python3-torch:/usr/lib/python3/dist-packages/torch/__init__.py python3-torchvision:/usr/lib/python3/dist-packages/torchvision/__init__.py
 
 .PHONY: all build deps bench-deps install-packages demo study train-cnn test data bench fixtures install clean
 
@@ -84,10 +84,11 @@ train-cnn: build data
 # Benchmarks against the peers measured in the same run (oneDNN SGEMM, PyTorch CPU).
 bench: bench-deps build
 	@cmake -S . -B $(BUILD) -UDNNL_LIBRARY -UDNNL_INCLUDE > /dev/null  # find oneDNN if it was just installed
-	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv orbit_bench_regularizer
+	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv orbit_bench_regularizer orbit_bench_models
 	$(BUILD)/tests/orbit_bench_gemm --threads $(THREADS)
 	$(BUILD)/tests/orbit_bench_conv --threads $(THREADS) --python $(PYTHON)
 	$(BUILD)/tests/orbit_bench_regularizer --threads $(THREADS)
+	$(BUILD)/tests/orbit_bench_models --threads $(THREADS) --python $(PYTHON)
 
 # Regenerates the committed PyTorch fixtures (needs Debian's python3-torch and python3-torchvision).
 fixtures:
