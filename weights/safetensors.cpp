@@ -1,11 +1,18 @@
 #include "weights/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -96,6 +103,11 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 }
 
 NamedTensors parse_safetensors(const std::string& bytes, const std::string& what, Metadata* metadata) {
+  return parse_safetensors(bytes.data(), bytes.size(), what, metadata);
+}
+
+NamedTensors parse_safetensors(const char* data, size_t size, const std::string& what, Metadata* metadata) {
+  const std::string_view bytes(data, size);
   ORBIT_CHECK(bytes.size() >= 8, what, ": file of ", bytes.size(), " bytes is too short for the 8-byte header length");
   uint64_t hlen = 0;
   for (int i = 0; i < 8; ++i) hlen |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);
@@ -103,7 +115,7 @@ NamedTensors parse_safetensors(const std::string& bytes, const std::string& what
               bytes.size() - 8, " bytes after the length field)");
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<int64_t>(hlen));
+    header = nlohmann::json::parse(bytes.data() + 8, bytes.data() + 8 + hlen);
   } catch (const nlohmann::json::exception& e) {
     throw Error(str_cat(what, ": malformed JSON header: ", e.what()));
   }
@@ -186,6 +198,27 @@ NamedTensors parse_safetensors(const std::string& bytes, const std::string& what
 }
 
 NamedTensors load_safetensors(const std::string& path, Metadata* metadata) {
+  // Memory-mapped where possible: the tensors are copied out of the mapping, which is then dropped,
+  // so a large file is never held twice in memory. Otherwise (a pipe, a file system without mmap)
+  // the file is read into memory.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ORBIT_CHECK(fd >= 0, "load_safetensors: cannot open ", path, ": ", std::strerror(errno));
+  struct stat st{};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    const size_t size = static_cast<size_t>(st.st_size);
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    ::close(fd);
+    if (map != MAP_FAILED) {
+      struct Unmap {
+        void* p;
+        size_t n;
+        ~Unmap() { ::munmap(p, n); }
+      } unmap{map, size};
+      return parse_safetensors(static_cast<const char*>(map), size, path, metadata);
+    }
+  } else {
+    ::close(fd);
+  }
   std::ifstream in(path, std::ios::binary);
   ORBIT_CHECK(in.good(), "load_safetensors: cannot open ", path);
   std::ostringstream ss;

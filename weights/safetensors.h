@@ -19,9 +19,12 @@ using Metadata = std::map<std::string, std::string>;
 
 // Writes atomically: a temporary file next to `path`, renamed over it once complete.
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {});
-// Tensors in file order (sorted by data offset). Throws orbit::Error naming the file and tensor.
+// Tensors in file order (sorted by data offset), read through a memory mapping of the file where
+// possible. Throws orbit::Error naming the file and tensor.
 NamedTensors load_safetensors(const std::string& path, Metadata* metadata = nullptr);
-// The same from bytes in memory (`what` names the source in errors).
+// The same from bytes in memory (`what` names the source in errors). Reads nothing outside
+// [data, data + size).
 NamedTensors parse_safetensors(const std::string& bytes, const std::string& what, Metadata* metadata = nullptr);
+NamedTensors parse_safetensors(const char* data, size_t size, const std::string& what, Metadata* metadata = nullptr);
 
 }  // namespace orbit
