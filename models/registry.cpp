@@ -92,6 +92,32 @@ std::vector<std::pair<std::string, std::string>> list_models() {
   return v;
 }
 
+WeightShapes infer_weight_shapes(const std::string& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                 const std::string& what) {
+  ModelOptions probe_options;
+  probe_options.in_channels = 3;
+  probe_options.num_classes = 10;
+  auto probe = create_model(model, probe_options);
+  WeightShapes w;
+  std::string head_prefix;
+  for (const auto& [group, prefix] : probe->parameter_groups())
+    if (group == "head") head_prefix = prefix;
+  for (const auto& [k, p] : probe->named_parameters()) {
+    if (w.stem_key.empty() && p.dim() == 4) w.stem_key = k;
+    if (!head_prefix.empty() && k.rfind(head_prefix, 0) == 0 && p.dim() == 2) w.head_key = k;
+  }
+  const Tensor *stem = nullptr, *head = nullptr;
+  for (const auto& [k, t] : tensors) {
+    if (k == w.stem_key) stem = &t;
+    if (k == w.head_key) head = &t;
+  }
+  ORBIT_CHECK(stem && head && stem->dim() == 4 && head->dim() == 2, what, " does not hold a \"", model,
+              "\" model: expected tensors '", w.stem_key, "' (4-D) and '", w.head_key, "' (2-D)");
+  w.in_channels = stem->size(1);
+  w.num_classes = head->size(0);
+  return w;
+}
+
 void register_model(const std::string& name, const std::string& description, ModelFactory factory) {
   std::lock_guard<std::mutex> lock(registry_mutex());
   ORBIT_CHECK(!registry().count(name), "register_model: a model named \"", name, "\" is already registered");

@@ -46,4 +46,15 @@ std::shared_ptr<ClassifierModel> create_model(const std::string& name, const Mod
 std::vector<std::pair<std::string, std::string>> list_models();
 void register_model(const std::string& name, const std::string& description, ModelFactory factory);
 
+// What a weight file's tensors say about the model they fit: the input channels (dimension 1 of the
+// stem's first convolution weight) and the number of classes (dimension 0 of the head's last weight
+// matrix), found by the names a probe of the architecture gives them. Throws naming `what` (the
+// file) and the expected tensors when they are absent or of the wrong rank.
+struct WeightShapes {
+  int64_t in_channels = 0, num_classes = 0;
+  std::string stem_key, head_key;
+};
+WeightShapes infer_weight_shapes(const std::string& model, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                 const std::string& what);
+
 }  // namespace orbit

@@ -484,3 +484,51 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   expect_same_weights(weights_of(dir + "/whole/model.safetensors"), weights_of(killed + "/model.safetensors"));
   fs::remove_all(dir);
 }
+
+// A torchvision model's weights (as weights/export_torch.py writes them: 3 input channels, 1000
+// classes, "model" in the metadata) fine-tuned on a grey 3-class task: the head is replaced, the grey
+// images are shown to the RGB stem, and the run's weights evaluate again to the same metrics.
+TEST(Finetune, FromATorchvisionDumpOnGreyImages) {
+  const std::string dir = temp_dir("torchvision");
+  ModelOptions mo;
+  mo.in_channels = 3;
+  mo.num_classes = 1000;
+  auto tv = create_model("resnet18", mo);
+  const std::string dump = dir + "/resnet18.safetensors";
+  save_weights(dump, *tv, {{"format", "pt"}, {"model", "resnet18"}});
+  nlohmann::json c = tiny_config(dir + "/ft");
+  c["model"] = "resnet18";
+  c["weights"] = dump;
+  c["epochs"] = 1;
+  c["lambda"] = 1.0;
+  c["eval_groups"] = {"C4"};
+  const RunResult r = run_training(c, tiny_options(32, 32));
+  ASSERT_TRUE(r.completed);
+  Metadata meta;
+  const NamedTensors saved = load_safetensors(r.out_dir + "/model.safetensors", &meta);
+  EXPECT_EQ(meta.at("num_classes"), "3");
+  for (const auto& [k, t] : saved) {
+    if (k == "conv1.weight") EXPECT_EQ(t.shape(), (Shape{64, 3, 7, 7}));
+    if (k == "fc.weight") EXPECT_EQ(t.shape(), (Shape{3, 512}));
+  }
+  // The weights trained from the dump's values (here a layer of the body).
+  const auto before = tv->state_dict().at("layer1.0.conv1.weight").to_vector<double>();
+  for (const auto& [k, t] : saved)
+    if (k == "layer1.0.conv1.weight") EXPECT_NE(t.to_vector<double>(), before);
+  // The run's weights evaluate to the run's own metrics (the 3-channel model on grey images again).
+  {
+    auto net = load_run_network(c, r.out_dir + "/model.safetensors");
+    const data::ImageClassificationDataset test = shapes(6, 2, 32, 32);
+    NoGradGuard ng;
+    const auto pred = argmax((*net)(test.images), 1).to_vector<int64_t>();
+    const auto truth = test.labels.to_vector<int64_t>();
+    int64_t right = 0;
+    for (size_t i = 0; i < pred.size(); ++i) right += pred[i] == truth[i];
+    EXPECT_NEAR(static_cast<double>(right) / static_cast<double>(pred.size()), r.results["metrics"]["accuracy"].get<double>(), 1e-12);
+  }
+  // A dump whose head does not fit is refused unless the head is replaced.
+  c["reset_head"] = false;
+  c["out_dir"] = dir + "/refused";
+  expect_error([&] { run_training(c, tiny_options(32, 32)); }, {"1000-class head", "3 classes", "reset_head"});
+  fs::remove_all(dir);
+}

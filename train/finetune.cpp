@@ -196,10 +196,14 @@ void check_group_fits(const groups::Group& G, const data::ImageClassificationDat
 
 // A classifier behind per-channel input normalization, so group actions apply to raw pixels (whose
 // background is 0) and the model sees normalized ones.
+// The model behind the task's input normalization. repeat_channels > 1 copies a one-channel image to
+// that many channels after normalizing it: a grey task fine-tuning an RGB model (the same as
+// showing the model the grey image as an RGB one).
 class Normalized : public Module {
  public:
-  Normalized(std::shared_ptr<ClassifierModel> model, const std::vector<double>& mean, const std::vector<double>& std)
-      : Module("Normalized") {
+  Normalized(std::shared_ptr<ClassifierModel> model, const std::vector<double>& mean, const std::vector<double>& std,
+             int64_t repeat_channels = 1)
+      : Module("Normalized"), repeat_(repeat_channels) {
     model_ = register_module("model", model);
     const int64_t C = static_cast<int64_t>(mean.size());
     std::vector<float> m(mean.begin(), mean.end()), inv;
@@ -207,11 +211,16 @@ class Normalized : public Module {
     mean_ = Tensor::from_vector(m, {1, C, 1, 1});
     inv_std_ = Tensor::from_vector(inv, {1, C, 1, 1});
   }
-  Tensor forward(const Tensor& x) override { return (*model_)(mul(sub(x, mean_), inv_std_)); }
+  Tensor forward(const Tensor& x) override {
+    Tensor y = mul(sub(x, mean_), inv_std_);
+    if (repeat_ > 1) y = y.expand({y.size(0), repeat_, y.size(2), y.size(3)});
+    return (*model_)(y);
+  }
 
  private:
   std::shared_ptr<ClassifierModel> model_;
   Tensor mean_, inv_std_;
+  int64_t repeat_;
 };
 
 struct Built {
@@ -244,18 +253,34 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
   mo.dropout = c["dropout"].get<double>();
   mo.gen = &gen;
   const std::string weights = c["weights"];
+  int64_t repeat_channels = 1;
   if (!weights.empty()) {
     Metadata meta;
-    load_safetensors(weights, &meta);
+    const NamedTensors tensors = load_safetensors(weights, &meta);
     auto get = [&](const char* k) -> std::string {
       auto it = meta.find(k);
       return it == meta.end() ? "" : it->second;
     };
     ORBIT_CHECK(get("model").empty() || get("model") == c["model"].get<std::string>(), "run config: key \"weights\": ",
                 weights, " holds a \"", get("model"), "\" model, but the config's model is \"", c["model"].get<std::string>(), "\"");
-    if (!get("num_classes").empty()) mo.num_classes = std::stoll(get("num_classes"));
+    // The head's classes and the stem's input channels as the file has them (a torchvision dump
+    // written by weights/export_torch.py has 1000 classes and 3 channels).
+    const WeightShapes shapes = infer_weight_shapes(c["model"], tensors, "run config: key \"weights\": " + weights);
+    mo.num_classes = get("num_classes").empty() ? shapes.num_classes : std::stoll(get("num_classes"));
+    if (shapes.in_channels != mo.in_channels) {
+      ORBIT_CHECK(mo.in_channels == 1 && shapes.in_channels > 1, "run config: key \"weights\": ", weights, " is a model of ",
+                  shapes.in_channels, "-channel images ('", shapes.stem_key, "'), but the task's images have ", mo.in_channels,
+                  " channels");
+      repeat_channels = shapes.in_channels;  // grey images shown to the model as RGB
+      mo.in_channels = shapes.in_channels;
+      if (!quiet)
+        std::fprintf(stderr, "%s takes %lld-channel images: each grey image is copied to its %lld channels\n", weights.c_str(),
+                     static_cast<long long>(shapes.in_channels), static_cast<long long>(shapes.in_channels));
+    }
     b.model = create_model(c["model"], mo);
-    load_weights(weights, *b.model, true);
+    StateDict sd;
+    for (const auto& [k, t] : tensors) sd.insert(k, t);
+    b.model->load_state_dict(sd, /*strict=*/true);
     if (!get("normalization").empty()) {
       const auto n = nlohmann::json::parse(get("normalization"));
       b.mean = n.at("mean").get<std::vector<double>>();
@@ -278,7 +303,7 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
   ORBIT_CHECK(static_cast<int64_t>(b.mean.size()) == task.train.channels(), "run config: the weights' normalization has ",
               b.mean.size(), " channels but the images have ", task.train.channels());
   for (const auto& prefix : c["freeze"]) b.model->set_requires_grad(prefix.get<std::string>(), false);
-  b.normalized = std::make_shared<Normalized>(b.model, b.mean, b.std);
+  b.normalized = std::make_shared<Normalized>(b.model, b.mean, b.std, repeat_channels);
   b.net = b.normalized;
   if (c["equitune"].get<bool>())
     b.net = std::make_shared<groups::GroupAveraged>(b.normalized, groups::Group::parse(c["group"], boundary_of(c)));

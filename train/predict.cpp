@@ -42,12 +42,6 @@ std::string known_models() {
   return s;
 }
 
-const Tensor* find_tensor(const NamedTensors& t, const std::string& name) {
-  for (const auto& [k, v] : t)
-    if (k == name) return &v;
-  return nullptr;
-}
-
 }  // namespace
 
 nlohmann::json predict_images(const PredictOptions& o) {
@@ -62,30 +56,13 @@ nlohmann::json predict_images(const PredictOptions& o) {
   ORBIT_CHECK(o.model.empty() || !meta.count("model") || meta["model"] == o.model, "predict: ", o.weights, " holds a \"",
               meta["model"], "\" model, but --model is \"", o.model, "\"");
 
-  // The input channels and the number of classes from the file: a probe of the architecture names
-  // the stem's first convolution and the head's last weight matrix.
-  ModelOptions probe_options;
-  probe_options.in_channels = 3;
-  probe_options.num_classes = 10;
-  auto probe = create_model(name, probe_options);
-  std::string stem_key, head_key;
-  std::string head_prefix;
-  for (const auto& [group, prefix] : probe->parameter_groups())
-    if (group == "head") head_prefix = prefix;
-  for (const auto& [k, p] : probe->named_parameters()) {
-    if (stem_key.empty() && p.dim() == 4) stem_key = k;
-    if (!head_prefix.empty() && k.rfind(head_prefix, 0) == 0 && p.dim() == 2) head_key = k;
-  }
-  const Tensor* stem = find_tensor(tensors, stem_key);
-  const Tensor* head = find_tensor(tensors, head_key);
-  ORBIT_CHECK(stem && head && stem->dim() == 4 && head->dim() == 2, "predict: ", o.weights, " does not hold a \"", name,
-              "\" model: expected tensors '", stem_key, "' (4-D) and '", head_key, "' (2-D)");
+  // The input channels and the number of classes from the file's shapes.
+  const WeightShapes shapes = infer_weight_shapes(name, tensors, "predict: " + o.weights);
   ModelOptions mo;
-  mo.in_channels = stem->size(1);
-  mo.num_classes = head->size(0);
+  mo.in_channels = shapes.in_channels;
+  mo.num_classes = shapes.num_classes;
   ORBIT_CHECK(mo.in_channels == 1 || mo.in_channels == 3, "predict: the model takes ", mo.in_channels,
               " input channels; images can be read as 1 (grey) or 3 (RGB)");
-  probe.reset();
   auto model = create_model(name, mo);
   StateDict sd;
   for (const auto& [k, v] : tensors) sd.insert(k, v);
