@@ -74,9 +74,15 @@ TEST(Predict, ExportedTorchvisionModelGivesPyTorchsLogits) {
          "b = torchvision.models.ResNet18_Weights.DEFAULT.transforms()(read_image(sys.argv[2]))\n"
          "with torch.no_grad():\n"
          "    out = [m(x[None])[0].tolist() for x in (a, b)]\n"
+         "    torch.save({'state_dict': m.state_dict(), 'epoch': 1}, sys.argv[4])\n"
+         "    for t in m.state_dict().values():\n"
+         "        if t.is_floating_point(): t.copy_(t.bfloat16().float())\n"
+         "    out.append(m(a[None])[0].tolist())\n"
          "json.dump(out, open(sys.argv[3], 'w'))\n";
   }
-  ASSERT_EQ(std::system((python() + " " + script + " " + dir.file("a.png") + " " + dir.file("b.png") + " " + dir.file("ref.json")).c_str()), 0);
+  ASSERT_EQ(std::system((python() + " " + script + " " + dir.file("a.png") + " " + dir.file("b.png") + " " + dir.file("ref.json") +
+                         " " + dir.file("ck.pth")).c_str()),
+            0);
   std::ifstream rf(dir.file("ref.json"));
   const nlohmann::json ref = nlohmann::json::parse(rf);
 
@@ -99,6 +105,17 @@ TEST(Predict, ExportedTorchvisionModelGivesPyTorchsLogits) {
   EXPECT_EQ(r2["preprocessing"]["resize"], 256);
   EXPECT_EQ(r2["preprocessing"]["crop"], 224);
   EXPECT_LT(max_error_of_scale(json_logits(r2, 0), ref[1].get<std::vector<double>>()), 1e-3);
+  // (3) A training checkpoint ({"state_dict": ..., "epoch": ...} saved with torch.save) exported in
+  // BF16: the same as PyTorch's model with its weights rounded to BF16 (1e-4 of the scale).
+  const std::string bf16 = dir.file("ck_bf16.safetensors");
+  ASSERT_EQ(std::system((python() + " " + src + "/weights/export_torch.py " + dir.file("ck.pth") + " " + bf16 +
+                         " --dtype bf16 > /dev/null").c_str()),
+            0);
+  PredictOptions o3 = o;
+  o3.weights = bf16;
+  o3.images = {dir.file("a.png")};
+  o3.resize = o3.crop = 0;
+  EXPECT_LT(max_error_of_scale(json_logits(predict_images(o3), 0), ref[2].get<std::vector<double>>()), 1e-4);
   // The CLI prints the same top class.
   const std::string cli = std::string(ORBIT_BINARY_DIR) + "/orbit predict --weights " + weights + " --model resnet18 --image " +
                           dir.file("b.png") + " --top 1 --json > " + dir.file("cli.json");

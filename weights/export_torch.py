@@ -12,7 +12,8 @@
 
 The layout: 8 bytes of little-endian header length, a JSON header with, per tensor, "dtype" (F32,
 F16, BF16, F64 or I64), "shape" and "data_offsets" (begin and end in the data section), plus
-"__metadata__" (strings: "format": "pt", "source", and "model" with --torchvision), then the raw
+"__metadata__" (strings: "format": "pt", "source", and with --torchvision "model", and "classes" for
+pretrained weights that name their categories), then the raw
 little-endian data. Floating tensors are written in --dtype (default f32; orbit converts F16 and
 BF16 to float32 on load); integer tensors (num_batches_tracked) as I64. Needs only torch (and
 torchvision for --torchvision).
@@ -103,8 +104,15 @@ def main():
         if not hasattr(torchvision.models, a.torchvision):
             p.error(f"torchvision has no model '{a.torchvision}'")
         torch.manual_seed(a.seed)
-        model = getattr(torchvision.models, a.torchvision)(weights="DEFAULT" if a.pretrained else None)
+        weights = torchvision.models.get_model_weights(a.torchvision).DEFAULT if a.pretrained else None
+        try:
+            model = getattr(torchvision.models, a.torchvision)(weights=weights)
+        except Exception as e:  # not in the download cache, and no network
+            sys.exit(f"export_torch.py: cannot get the pretrained weights of {a.torchvision} ({e}); they come from "
+                     f"torchvision's download cache ({torch.hub.get_dir()}), filled on a machine with internet")
         sd = model.state_dict()
+        if weights is not None and "categories" in weights.meta:
+            meta["classes"] = json.dumps(weights.meta["categories"])  # `orbit predict` names the classes
         meta.update({"source": f"torchvision {torchvision.__version__}", "model": a.torchvision,
                      "weights": "DEFAULT" if a.pretrained else f"random, seed {a.seed}"})
     else:
