@@ -1,5 +1,5 @@
 # Orbit: the two commands that do everything on a fresh machine are
-#   make demo    (the main job: fetch Fashion-MNIST, build, train the CNN, report test accuracy)
+#   make demo    (the main job: fetch Fashion-MNIST, build, run a short equivariant fine-tuning study, print the comparison)
 #   make test    (build and run the test suite)
 # Everything builds through CMake in $(BUILD). Options: NATIVE=1 (-march=native), BUILD=dir, JOBS=n.
 
