@@ -182,3 +182,26 @@ TEST(Elementwise, SignHasZeroGradient) {
   sum(sign(x)).backward();
   EXPECT_TRUE(all_close(x.grad(), Tensor::zeros({5}, DType::F64), 0));
 }
+
+// Long rows (a contiguous tensor is one row) are cut into pieces across threads: results must be the
+// same as element by element, for contiguous, broadcast and strided operands, and whole rows of
+// different lengths than the piece size.
+TEST(Elementwise, LongRowsSplitAcrossThreadsGiveElementwiseResults) {
+  const int64_t n = 3 * 16384 + 7;
+  const Tensor a = orbit::testing::randn({2, n}, 1), b = orbit::testing::randn({n}, 2);
+  const auto av = a.to_vector<float>(), bv = b.to_vector<float>();
+  const auto s = add(a, b).to_vector<float>();
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(s[r * n + i], av[r * n + i] + bv[i]) << r << " " << i;
+  // A strided operand: every other element of a longer row.
+  const Tensor wide = orbit::testing::randn({2 * n}, 3);
+  const Tensor strided = wide.view({n, 2}).select(1, 1);
+  const auto wv = wide.to_vector<float>();
+  const auto e = exp(strided).to_vector<float>();
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(e[i], std::exp(wv[2 * i + 1])) << i;
+  // Fill and copy of a long row.
+  Tensor z = Tensor::zeros({n});
+  z.copy_(b);
+  EXPECT_EQ(z.to_vector<float>(), bv);
+  EXPECT_EQ(mul(Tensor::full({2, n}, 2.0), 0.5).sum().item(), static_cast<double>(2 * n));
+}

@@ -54,22 +54,44 @@ Geometry<K> coalesce(const Shape& shape, const std::array<Shape, K>& strides) {
 }
 
 // Calls row(offsets, length) for every row of the geometry, where offsets[k] is the element offset of
-// operand k at the row start. Rows are distributed over threads when `parallel` and the work is big.
+// operand k at the row start. Rows are distributed over threads when `parallel` and the work is big;
+// then long rows (a contiguous tensor is a single row) are also cut into pieces of at least
+// kRowPiece elements, each handed to `row` as a row of its own, so `row` must treat its elements
+// independently (elementwise kernels, the kept dims of a reduction). Serial loops see whole rows.
+constexpr int64_t kRowPiece = 16384;
+
 template <size_t K, class F>
 void for_each_row(const Geometry<K>& g, const F& row, bool parallel = true) {
   const int64_t rows = g.rows(), inner = g.inner();
   const int64_t ndim = static_cast<int64_t>(g.sizes.size());
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(inner, 1));
-  auto run = [&](int64_t r0, int64_t r1) {
-    // Multi-index of row r0 over the outer dims.
-    std::vector<int64_t> idx(ndim, 0);
+  // Offsets of row r over the outer dims.
+  auto row_start = [&](int64_t r, std::vector<int64_t>& idx) {
     std::array<int64_t, K> off{};
-    int64_t r = r0;
     for (int64_t d = ndim - 2; d >= 0; --d) {
       idx[d] = r % g.sizes[d];
       r /= g.sizes[d];
       for (size_t k = 0; k < K; ++k) off[k] += idx[d] * g.strides[k][d];
     }
+    return off;
+  };
+  if (parallel && inner >= 2 * kRowPiece) {
+    const int64_t pieces = inner / kRowPiece;
+    parallel_for(0, rows * pieces, 1, [&](int64_t u0, int64_t u1) {
+      std::vector<int64_t> idx(ndim, 0);
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t r = u / pieces, p = u % pieces;
+        const int64_t begin = inner * p / pieces, end = inner * (p + 1) / pieces;
+        std::array<int64_t, K> off = row_start(r, idx);
+        for (size_t k = 0; k < K; ++k) off[k] += begin * g.strides[k].back();
+        row(off, end - begin);
+      }
+    });
+    return;
+  }
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(inner, 1));
+  auto run = [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> idx(ndim, 0);
+    std::array<int64_t, K> off = row_start(r0, idx);
     for (int64_t rr = r0; rr < r1; ++rr) {
       row(off, inner);
       for (int64_t d = ndim - 2; d >= 0; --d) {
