@@ -58,6 +58,16 @@ TEST(ResNetTorchvision, ParameterCountsMatchTorchvision) {
   }
 }
 
+// Eval-mode logits of a model with seeded weights (through a safetensors file) on x.
+Tensor seeded_eval_logits(const std::string& name, uint64_t seed, const Tensor& x) {
+  testing::TempDir dir;
+  auto m = torchvision_model(name);
+  load_seeded(*m, seed, dir);
+  m->eval();
+  NoGradGuard ng;
+  return (*m)(x);
+}
+
 void expect_torchvision_keys(const testing::Fixture& fx) {
   ASSERT_FALSE(fx.meta["keys"].empty());
   for (auto& [name, keys] : fx.meta["keys"].items()) {
@@ -76,26 +86,15 @@ TEST(ResNetTorchvision, StateDictKeysAndShapesInTorchvisionOrder) { expect_torch
 
 TEST(ResNetTorchvision, ResNet50EvalLogitsMatchPyTorch) {
   const auto fx = load_fixture("models_resnet");
-  testing::TempDir dir;
-  auto m = torchvision_model("resnet50");
-  load_seeded(*m, 0, dir);
-  m->eval();
-  NoGradGuard ng;
   // float32 through 53 layers: 1e-4 of the logit scale (the tolerance).
-  EXPECT_TRUE(close_to_scale((*m)(fx.at("input")), fx.at("resnet50.eval.logits"), 1e-4));
+  EXPECT_TRUE(close_to_scale(seeded_eval_logits("resnet50", 0, fx.at("input")), fx.at("resnet50.eval.logits"), 1e-4));
 }
 
 TEST(ResNetTorchvision, ResNet18AndResNeXt50EvalLogitsMatchPyTorch) {
   const auto fx = load_fixture("models_resnet");
-  testing::TempDir dir;
   const Tensor x = fx.at("input").narrow(0, 0, 1);
-  for (const std::string name : {"resnet18", "resnext50_32x4d"}) {
-    auto m = torchvision_model(name);
-    load_seeded(*m, 1, dir);
-    m->eval();
-    NoGradGuard ng;
-    EXPECT_TRUE(close_to_scale((*m)(x), fx.at(name + ".eval.logits"), 1e-4)) << name;
-  }
+  for (const std::string name : {"resnet18", "resnext50_32x4d"})
+    EXPECT_TRUE(close_to_scale(seeded_eval_logits(name, 1, x), fx.at(name + ".eval.logits"), 1e-4)) << name;
 }
 
 struct Step {
@@ -262,14 +261,7 @@ TEST(EfficientNetTorchvision, StateDictKeysAndShapesInTorchvisionOrder) {
 
 TEST(EfficientNetTorchvision, B0EvalLogitsAndFrozenStepMatchPyTorch) {
   const auto fx = load_fixture("models_efficientnet");
-  {
-    testing::TempDir dir;
-    auto m = torchvision_model("efficientnet_b0");
-    load_seeded(*m, 0, dir);
-    m->eval();
-    NoGradGuard ng;
-    EXPECT_TRUE(close_to_scale((*m)(fx.at("input")), fx.at("efficientnet_b0.eval.logits"), 1e-4));
-  }
+  EXPECT_TRUE(close_to_scale(seeded_eval_logits("efficientnet_b0", 0, fx.at("input")), fx.at("efficientnet_b0.eval.logits"), 1e-4));
   // Eval mode (running statistics, no dropout or stochastic depth), float32: gradients within 1e-3.
   const Step s = model_step("efficientnet_b0", fx, DType::F32, false);
   EXPECT_NEAR(s.loss.item(), fx.at("efficientnet_b0.frozen32.loss").item(), 1e-4 * fx.at("efficientnet_b0.frozen32.loss").item());
@@ -280,12 +272,8 @@ TEST(EfficientNetTorchvision, B5EvalLogitsMatchPyTorch) {
   // B5's batch-norm eps is 1e-3: the default 1e-5 would move these logits by 5.9e-4 of their scale,
   // about 6 times the tolerance.
   const auto fx = load_fixture("models_efficientnet");
-  testing::TempDir dir;
-  auto m = torchvision_model("efficientnet_b5");
-  load_seeded(*m, 2, dir);
-  m->eval();
-  NoGradGuard ng;
-  EXPECT_TRUE(close_to_scale((*m)(fx.at("efficientnet_b5.input32")), fx.at("efficientnet_b5.eval.logits"), 1e-4));
+  EXPECT_TRUE(close_to_scale(seeded_eval_logits("efficientnet_b5", 2, fx.at("efficientnet_b5.input32")),
+                             fx.at("efficientnet_b5.eval.logits"), 1e-4));
 }
 
 TEST(EfficientNetTorchvision, FineTuningSurfaceAndStochasticDepth) {
