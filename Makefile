@@ -1,7 +1,8 @@
 # Orbit: the two commands that do everything on a fresh machine are
 #   make demo    (the main job: fetch Fashion-MNIST, build, run a short equivariant fine-tuning study, print the comparison)
 #   make test    (build and run the test suite)
-# Everything builds through CMake in $(BUILD). Options: NATIVE=1 (-march=native), BUILD=dir, JOBS=n.
+# Everything builds through CMake in $(BUILD). Options: NATIVE=1 (-march=native), BUILD=dir, JOBS=n,
+# CUDA=1 / CUDA=0 (the CUDA backend required / left out; by default it is built when nvcc is found).
 
 BUILD   ?= build
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -11,6 +12,12 @@ THREADS ?= 2
 PYTHON  ?= /usr/bin/python3
 
 CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release
+ifeq ($(CUDA),1)
+CMAKE_FLAGS += -DORBIT_CUDA=ON
+endif
+ifeq ($(CUDA),0)
+CMAKE_FLAGS += -DORBIT_CUDA=OFF
+endif
 ifeq ($(NATIVE),1)
 CMAKE_FLAGS += -DORBIT_NATIVE=ON
 endif

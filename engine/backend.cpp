@@ -4,6 +4,9 @@
 #include <mutex>
 
 #include "engine/cpu/cpu_backend.h"
+#ifdef ORBIT_WITH_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 
 namespace orbit {
 
@@ -25,6 +28,16 @@ std::mutex& registry_mutex() {
 Backend& backend(Device device) {
   auto& r = registry();
   Backend* b = r[static_cast<int>(device.type)].get();
+#ifdef ORBIT_WITH_CUDA
+  if (b == nullptr && device.type == DeviceType::CUDA) {  // created on first use; throws without a GPU
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    auto& slot = r[static_cast<int>(DeviceType::CUDA)];
+    if (!slot) slot = cuda::make_backend();
+    b = slot.get();
+  }
+  ORBIT_CHECK(device.type != DeviceType::CUDA || device.index == 0, "device ", device.str(),
+              ": the CUDA backend supports cuda:0 only so far");
+#endif
   ORBIT_CHECK(b != nullptr, "no backend for device ", device.str(),
               ": this build of Orbit has no CUDA backend (build with CUDA=1 on a machine with the "
               "CUDA toolkit)");
