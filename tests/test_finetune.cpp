@@ -447,6 +447,36 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad["regimes"][0]["set"]["lambda"] = -1;
   expect_error([&] { resolve_study_config(bad); }, {"50%", "lambda"});
 
+  // Weight files are not kept with the results. Without the pretrained weights, the study pretrains
+  // again and keeps the new weights only when they reproduce the recorded metrics exactly; the
+  // finished fine-tuning runs are reused as before.
+  {
+    const std::string pre = dir + "/study/pretrain";
+    auto bytes = [](const std::string& path) {
+      std::ifstream f(path, std::ios::binary);
+      return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    };
+    const std::string weights_before = bytes(pre + "/model.safetensors");
+    ASSERT_FALSE(weights_before.empty());
+    fs::remove(pre + "/model.safetensors");
+    const nlohmann::json again = run_study(study, so);
+    EXPECT_EQ(again["regimes"], summary["regimes"]);
+    EXPECT_EQ(bytes(pre + "/model.safetensors"), weights_before);
+    EXPECT_FALSE(fs::exists(pre + "/regenerated"));
+    // A recorded metric the new run does not reproduce is an error naming it, and no weights are kept.
+    const nlohmann::json recorded = read_json_file(pre + "/results.json");
+    nlohmann::json altered = recorded;
+    altered["metrics"]["accuracy"] = 0.123;
+    write_json_file(pre + "/results.json", altered);
+    fs::remove(pre + "/model.safetensors");
+    expect_error([&] { run_study(study, so); }, {"does not reproduce", "/accuracy", "recorded 0.123", "--threads"});
+    EXPECT_FALSE(fs::exists(pre + "/model.safetensors"));
+    write_json_file(pre + "/results.json", recorded);
+    fs::rename(pre + "/regenerated/model.safetensors", pre + "/model.safetensors");
+    fs::remove_all(pre + "/regenerated");
+    EXPECT_EQ(bytes(pre + "/model.safetensors"), weights_before);
+  }
+
   // The CLI: an uninterrupted run, and one killed with SIGKILL after its first checkpoint, resumed.
   const std::string cli = std::string(ORBIT_BINARY_DIR) + "/orbit";
   nlohmann::json c = base;

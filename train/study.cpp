@@ -170,6 +170,45 @@ std::string pm(const std::vector<double>& v, double scale = 100, int decimals = 
   return b;
 }
 
+// The pretraining's results are there but its weights are not (results are committed, weight files are
+// not). Pretraining is deterministic for a seed and a thread count, so it is run again beside the
+// recorded one; the weights are kept only if the new run reproduces the recorded metrics exactly, since
+// the finished fine-tuning runs started from the recorded model. Anything else is an error that says
+// what differs, never a study that silently mixes two pretrained models.
+void regenerate_pretraining(const Plan& p, const RunOptions& ro) {
+  const std::string pre_dir = p.out_dir + "/pretrain";
+  const std::string regen_dir = pre_dir + "/regenerated";
+  const nlohmann::json recorded = read_json_file(pre_dir + "/results.json");
+  if (!ro.quiet)
+    std::fprintf(stderr,
+                 "== the pretrained weights %s/model.safetensors are absent (weight files are not kept with the results):\n"
+                 "   pretraining again in %s and checking that it reproduces the recorded metrics\n",
+                 pre_dir.c_str(), regen_dir.c_str());
+  const nlohmann::json regen_cfg = merged(p.pretrain, {{"out_dir", regen_dir}});
+  const RunResult run = run_training(regen_cfg, ro);
+  if (!run.completed) throw Error(str_cat("study: the pretraining in ", regen_dir, " stopped before it finished; run the study again to go on"));
+  const nlohmann::json& now = run.results;
+  const nlohmann::json& want = recorded.at("metrics");
+  const nlohmann::json& got = now.at("metrics");
+  if (want != got) {
+    std::string diff;
+    const nlohmann::json fw = want.flatten(), fg = got.flatten();
+    for (const auto& [k, v] : fw.items()) {
+      if (fg.contains(k) && fg[k] == v) continue;
+      diff += str_cat("\n  ", k, ": recorded ", v.dump(), ", now ", fg.contains(k) ? fg[k].dump() : "absent");
+      if (diff.size() > 800) break;
+    }
+    throw Error(str_cat("study: the pretraining run again in ", regen_dir, " does not reproduce the recorded one in ", pre_dir,
+                        " (recorded with ", recorded.value("threads", nlohmann::json()).dump(), " threads, run now with ",
+                        now.value("threads", nlohmann::json()).dump(),
+                        "), so its weights are not the ones the finished runs were fine-tuned from:", diff,
+                        "\nRun with --threads as recorded, or start the study over (--fresh, or remove ", p.out_dir, ")"));
+  }
+  fs::rename(regen_dir + "/model.safetensors", pre_dir + "/model.safetensors");
+  fs::remove_all(regen_dir);
+  if (!ro.quiet) std::fprintf(stderr, "== the pretraining reproduced the recorded metrics exactly; its weights are in %s\n", pre_dir.c_str());
+}
+
 }  // namespace
 
 nlohmann::json resolve_study_config(const nlohmann::json& study) {
@@ -203,11 +242,12 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
       return names;
     }());
   }
+  const std::string weights = pre_dir + "/model.safetensors";
+  if (!fs::exists(weights) && fs::exists(pre_dir + "/results.json")) regenerate_pretraining(p, ro);
   if (!finished(pre_dir, p.pretrain)) {
     if (!options.quiet) std::fprintf(stderr, "== pretraining (%s)\n", pre_dir.c_str());
     run_training(p.pretrain, ro);
   }
-  const std::string weights = pre_dir + "/model.safetensors";
 
   const size_t total = p.runs.size() * p.seeds.size();
   size_t k = 0;
