@@ -459,6 +459,8 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const std::string weights_before = bytes(pre + "/model.safetensors");
     ASSERT_FALSE(weights_before.empty());
     fs::remove(pre + "/model.safetensors");
+    // The report needs the finished runs' results, not weights (a fresh clone has none).
+    EXPECT_NO_THROW(write_study_report(study));
     const nlohmann::json again = run_study(study, so);
     EXPECT_EQ(again["regimes"], summary["regimes"]);
     EXPECT_EQ(bytes(pre + "/model.safetensors"), weights_before);

@@ -94,7 +94,7 @@ const ConfigSchema& run_config_schema() {
   return schema;
 }
 
-nlohmann::json resolve_run_config(const nlohmann::json& user) {
+nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) {
   // The shares are in (0, 1]: checked before the schema (whose ranges are closed), so 0 and 1.5 get the
   // same message.
   for (const char* key : {"fraction", "reg_fraction", "test_fraction", "angle_test_fraction"}) {
@@ -117,7 +117,7 @@ nlohmann::json resolve_run_config(const nlohmann::json& user) {
     }
   }
   const std::string weights = c["weights"];
-  ORBIT_CHECK(weights.empty() || fs::is_regular_file(weights), "run config: key \"weights\": the weight file \"",
+  ORBIT_CHECK(!check_files || weights.empty() || fs::is_regular_file(weights), "run config: key \"weights\": the weight file \"",
               weights, "\" does not exist (expected a model.safetensors written by `orbit pretrain` or `orbit finetune`)");
   ORBIT_CHECK(c["taps"].empty() || c["lambda"].get<double>() > 0,
               "run config: key \"taps\" needs \"lambda\" > 0 (the taps are part of the regularizer)");
@@ -451,7 +451,7 @@ bool same_run_config(const nlohmann::json& saved, const nlohmann::json& resolved
   const nlohmann::json want = without_selection_keys(resolved);
   if (without_selection_keys(saved) == want) return true;
   try {
-    return without_selection_keys(resolve_run_config(saved)) == want;
+    return without_selection_keys(resolve_run_config(saved, false)) == want;
   } catch (const Error&) {
     return false;  // no longer a valid config: not the same run
   }
@@ -461,7 +461,7 @@ bool same_run_config(const nlohmann::json& saved, const nlohmann::json& resolved
 std::string config_differences(const nlohmann::json& saved, const nlohmann::json& current_config) {
   nlohmann::json s = saved;
   try {
-    s = resolve_run_config(saved);
+    s = resolve_run_config(saved, false);
   } catch (const Error&) {
   }
   s = without_selection_keys(s);
@@ -479,7 +479,7 @@ std::string config_differences(const nlohmann::json& saved, const nlohmann::json
 }  // namespace
 
 std::optional<nlohmann::json> finished_results(const nlohmann::json& config) {
-  const nlohmann::json c = resolve_run_config(config);
+  const nlohmann::json c = resolve_run_config(config, false);  // reads results only: no weights needed
   const std::string path = c["out_dir"].get<std::string>() + "/results.json";
   if (!fs::exists(path)) return std::nullopt;
   nlohmann::json r = read_json_file(path);

@@ -146,7 +146,7 @@ std::optional<nlohmann::json> planned_config(const Plan::Run& run, const std::st
     const std::string path = run.dir + "/cv.json";
     if (!fs::exists(path)) return std::nullopt;
     const nlohmann::json cv = read_json_file(path);
-    const std::string rule = resolve_run_config(merged(cfg, {{"out_dir", run.dir}}))["cv_rule"];
+    const std::string rule = resolve_run_config(merged(cfg, {{"out_dir", run.dir}}), false)["cv_rule"];
     const nlohmann::json& chosen = cv.at("points")[choose_cv_point(cv.at("points"), rule)];
     cfg["lambda"] = chosen["lambda"];
     cfg["lr"] = chosen["lr"];
