@@ -88,14 +88,16 @@ study: build data
 train-cnn: build data
 	$(BUILD)/orbit train --config train/configs/fashion_cnn.json --threads $(THREADS)
 
-# Benchmarks against the peers measured in the same run (oneDNN SGEMM, PyTorch CPU).
+# Benchmarks against the peers measured in the same run (oneDNN SGEMM, PyTorch CPU; PyTorch on the
+# GPU for orbit_bench_cuda, which says it is skipped without a GPU).
 bench: bench-deps build
 	@cmake -S . -B $(BUILD) -UDNNL_LIBRARY -UDNNL_INCLUDE > /dev/null  # find oneDNN if it was just installed
-	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv orbit_bench_regularizer orbit_bench_models
+	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv orbit_bench_regularizer orbit_bench_models orbit_bench_cuda
 	$(BUILD)/tests/orbit_bench_gemm --threads $(THREADS)
 	$(BUILD)/tests/orbit_bench_conv --threads $(THREADS) --python $(PYTHON)
 	$(BUILD)/tests/orbit_bench_regularizer --threads $(THREADS)
 	$(BUILD)/tests/orbit_bench_models --threads $(THREADS) --python $(PYTHON)
+	$(BUILD)/tests/orbit_bench_cuda --python $(PYTHON)
 
 # Regenerates the committed PyTorch fixtures (needs Debian's python3-torch and python3-torchvision).
 fixtures:

@@ -254,10 +254,10 @@ Tensor act_per_sample(const Group& G, const std::vector<int64_t>& elements, cons
   std::vector<int64_t> position(elements.size());  // row i of x sits at position[i] in cat(pieces)
   int64_t next = 0;
   for (const auto& [g, rows] : rows_of) {
-    pieces.push_back(act(G, g, index_select(x, 0, Tensor::from_vector(rows, {static_cast<int64_t>(rows.size())})), kind));
+    pieces.push_back(act(G, g, index_select(x, 0, Tensor::from_vector(rows, {static_cast<int64_t>(rows.size())}).to(x.device())), kind));
     for (int64_t r : rows) position[static_cast<size_t>(r)] = next++;
   }
-  return index_select(cat(pieces, 0), 0, Tensor::from_vector(position, {static_cast<int64_t>(position.size())}));
+  return index_select(cat(pieces, 0), 0, Tensor::from_vector(position, {static_cast<int64_t>(position.size())}).to(x.device()));
 }
 
 Tensor representation_matrix(const Group& G, int64_t g, FieldKind kind, int64_t C, int64_t H, int64_t W) {

@@ -58,7 +58,7 @@ Tensor Canonicalized::forward(const Tensor& x) {
 
 Tensor Canonicalized::prior_loss(const Tensor& scores) {
   ORBIT_CHECK(scores.dim() == 2, "Canonicalized::prior_loss: expected scores [N, |G|], got ", shape_str(scores.shape()));
-  const Tensor identity = Tensor::zeros({scores.size(0)}, DType::I64);
+  const Tensor identity = Tensor::zeros({scores.size(0)}, DType::I64, scores.device());
   return cross_entropy(scores, identity);
 }
 

@@ -63,6 +63,7 @@ const ConfigSchema& run_config_schema() {
         .string_list("taps", nlohmann::json::array(), {}, "submodules whose feature maps are also regularized, e.g. [\"layer2\"]")
         .number("tap_weight", 1.0, 0.0, 1e6, "weight of the feature-map terms relative to the output term")
         .boolean("preserve", false, "penalize only the defect above the starting model's own (measured before training)")
+        .string("device", "cpu", {"cpu", "cuda"}, "where the model trains and is evaluated: the CPU, or the GPU (cuda:0; needs the CUDA backend and a GPU)")
         .integer("epochs", 10, 1, 10000, "training epochs")
         .integer("batch_size", 64, 1, 1 << 16, "mini-batch size (before the regularizer's transformed copies)")
         .string("optimizer", "adam", {"sgd", "adam", "adamw"}, "optimizer")
@@ -119,6 +120,13 @@ nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) 
   const std::string weights = c["weights"];
   ORBIT_CHECK(!check_files || weights.empty() || fs::is_regular_file(weights), "run config: key \"weights\": the weight file \"",
               weights, "\" does not exist (expected a model.safetensors written by `orbit pretrain` or `orbit finetune`)");
+  if (check_files && c["device"] == "cuda") {
+    try {
+      backend(Device::cuda(0));
+    } catch (const Error& e) {
+      throw Error(str_cat("run config: key \"device\": \"cuda\" is not usable here (", e.what(), "); use \"cpu\""));
+    }
+  }
   ORBIT_CHECK(c["taps"].empty() || c["lambda"].get<double>() > 0,
               "run config: key \"taps\" needs \"lambda\" > 0 (the taps are part of the regularizer)");
   ORBIT_CHECK(!c["lambda_grid"].empty(), "run config: key \"lambda_grid\" must not be empty");
@@ -212,6 +220,10 @@ class Normalized : public Module {
     inv_std_ = Tensor::from_vector(inv, {1, C, 1, 1});
   }
   Tensor forward(const Tensor& x) override {
+    if (mean_.device() != x.device()) {  // the constants follow the model to its device
+      mean_ = mean_.to(x.device());
+      inv_std_ = inv_std_.to(x.device());
+    }
     Tensor y = mul(sub(x, mean_), inv_std_);
     if (repeat_ > 1) y = y.expand({y.size(0), repeat_, y.size(2), y.size(3)});
     return (*model_)(y);
@@ -231,7 +243,10 @@ struct Built {
   std::shared_ptr<Module> scorer;                // the canonicalizer's scorer, saved beside the model
   std::vector<double> mean, std;
   nlohmann::json source;        // where the weights came from
+  Device device;                // where net computes ("device")
 };
+
+Device device_of(const nlohmann::json& c) { return c["device"] == "cuda" ? Device::cuda(0) : Device::cpu(); }
 
 // The canonicalizer's scorer is saved next to the model's weights, in the same folder.
 std::string scorer_path_for(const std::string& weights_path) {
@@ -318,6 +333,8 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
     b.canon = std::make_shared<groups::Canonicalized>(b.normalized, b.scorer, groups::Group::parse(c["group"], boundary_of(c)));
     b.net = b.canon;
   }
+  b.device = device_of(c);
+  b.net->to(b.device);
   if (!quiet)
     std::fprintf(stderr, "%s: %lld parameters (%lld trainable)%s\n", c["model"].get<std::string>().c_str(),
                  static_cast<long long>(b.model->num_parameters()), static_cast<long long>(b.model->num_parameters(true)),
@@ -355,7 +372,7 @@ data::BatchTransform make_augmentation(const nlohmann::json& c) {
       const std::vector<double> row = {co, -si * sy / sx, 0.0, si * sx / sy, co, 0.0};
       t.insert(t.end(), row.begin(), row.end());
     }
-    const Tensor theta = Tensor::from_vector(t, {N, 2, 3}).to(b.images.dtype());
+    const Tensor theta = Tensor::from_vector(t, {N, 2, 3}).to(b.images.dtype()).to(b.images.device());
     b.images = grid_sample(b.images, affine_grid(theta, N, H, W), GridMode::Bilinear, GridPadding::Zeros);
   };
 }
@@ -384,7 +401,12 @@ groups::EvaluationMetrics evaluate_pass(Module& net, const data::ImageClassifica
                                         int64_t batch_size, bool quiet, const std::string& label) {
   const bool was = net.is_training();
   net.eval();
-  groups::OrbitEvaluator ev([&net](const Tensor& x) { return net(x); }, eval_groups, angle_step);
+  // The images are transformed on the host; the net computes on its device; the metrics are counted on
+  // the host.
+  const std::vector<Tensor> params = net.parameters();
+  const Device dev = params.empty() ? Device::cpu() : params.front().device();
+  groups::OrbitEvaluator ev([&net, dev](const Tensor& x) { return net(x.to(dev)).to(Device::cpu()); }, eval_groups,
+                            angle_step);
   data::DataLoaderOptions lo;
   lo.batch_size = batch_size;
   lo.shuffle = false;
@@ -567,7 +589,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   }
   write_json_file(out_dir + "/config.json", c);
 
-  auto forward = [&](const Tensor& x) { return (*built.net)(x); };
+  auto forward = [&](const Tensor& x) { return (*built.net)(x.to(built.device)); };
   if (lambda > 0 && ro.preserve && !have_baseline) {
     // The starting model's own defect over the whole orbit, on up to 512 training images.
     built.net->eval();
@@ -624,6 +646,8 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
       bar->set_rate_scale(static_cast<double>(c["batch_size"].get<int64_t>()), "img");
     }
     for (data::Batch& b : loader.epoch(epoch)) {
+      b.images = b.images.to(built.device);
+      b.labels = b.labels.to(built.device);
       Tensor logits, penalty;
       if (built.canon) {
         logits = forward(b.images);

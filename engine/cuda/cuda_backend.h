@@ -1,9 +1,13 @@
-// The CUDA backend (built when the CUDA toolkit is found; see CMakeLists.txt, ORBIT_CUDA). This first
-// part gives tensors a GPU device: a caching allocator, host <-> device copies, fill and copy
-// (strided, with dtype conversion), and CUDA errors as exceptions naming the call, file and line.
-// The other kernels are not on the GPU yet: calling one throws an error naming it.
-//
-// The backend is created on first use of a CUDA device (backend(Device::cuda(i))); without a usable
+// The CUDA backend (built when the CUDA toolkit and cuDNN are found; see CMakeLists.txt, ORBIT_CUDA).
+// Every op of the engine runs on the GPU through the same Backend interface as the CPU backend, so
+// autograd, layers, models and the trainer are unchanged:
+//   - memory from a caching allocator (freed blocks are reused; statistics below), one stream;
+//   - GEMM through cuBLAS, conv2d forward and backward through cuDNN (algorithm chosen once per shape
+//     and cached); TF32 off by default (set_allow_tf32 or ORBIT_CUDA_TF32=1 turn it on);
+//   - everything else by the engine's own kernels (engine/cuda/kernels/), which are plain C++ run on
+//     the GPU here and on the host by the tests, against the CPU backend;
+//   - CUDA, cuBLAS and cuDNN errors become orbit::Error naming the call, file and line.
+// The backend is created on first use of a CUDA device (backend(Device::cuda(0))); without a usable
 // GPU that use throws with CUDA's own reason (no device, driver too old, ...).
 #pragma once
 
@@ -27,5 +31,18 @@ struct MemoryStats {
   size_t device_mallocs = 0;  // cudaMalloc calls so far (reuse keeps this low)
 };
 MemoryStats memory_stats();
+// Restarts the peak (peak_allocated = allocated now), so a measurement sees its own peak.
+void reset_peak_memory();
+
+// Waits until all work queued on the backend's stream has finished (for timing).
+void synchronize();
+
+// TF32 tensor-core math for float32 GEMM (cuBLAS) and convolutions (cuDNN): faster, but inputs are
+// rounded to a 10-bit mantissa, so results differ from the CPU's by ~1e-3 relative. Off by default
+// (full float32 arithmetic); ORBIT_CUDA_TF32=1 in the environment turns it on (read once, the first
+// time the setting is needed, unless set_allow_tf32 was called before). float64 is never affected.
+// Takes effect for the GEMMs and convolutions issued after the call.
+void set_allow_tf32(bool on);
+bool allow_tf32();
 
 }  // namespace orbit::cuda

@@ -1,0 +1,48 @@
+// Error checks for the NVIDIA libraries the CUDA backend calls: cuBLAS (cuda_blas.cu) and cuDNN
+// (cuda_conv.cu). A failing call becomes an orbit::Error naming the call, the file and line, and the
+// library's own name for the status (plus cuDNN's last detailed message when it has one), the same
+// way ORBIT_CUDA_CHECK (launch.cuh) reports CUDA runtime errors.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cudnn.h>
+
+#include <string>
+
+#include "engine/error.h"
+
+namespace orbit::cuda::detail {
+
+// cuDNN 9 keeps a more specific message for the last failure of the calling thread; "" if none.
+inline std::string cudnn_last_error_detail() {
+#if defined(CUDNN_MAJOR) && CUDNN_MAJOR >= 9
+  char message[1024] = {0};
+  cudnnGetLastErrorString(message, sizeof(message));
+  message[sizeof(message) - 1] = '\0';
+  if (message[0] != '\0') return std::string(" (") + message + ")";
+#endif
+  return std::string();
+}
+
+}  // namespace orbit::cuda::detail
+
+// A cuBLAS call whose failure becomes an orbit::Error: "cuBLAS error in <call> at <file>:<line>:
+// CUBLAS_STATUS_..."
+#define ORBIT_CUBLAS_CHECK(call)                                                                               \
+  do {                                                                                                         \
+    const cublasStatus_t orbit_cublas_status_ = (call);                                                        \
+    if (orbit_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                                         \
+      throw ::orbit::Error(::orbit::str_cat("cuBLAS error in ", #call, " at ", __FILE__, ":", __LINE__, ": ", \
+                                            cublasGetStatusName(orbit_cublas_status_)));                       \
+  } while (0)
+
+// A cuDNN call whose failure becomes an orbit::Error: "cuDNN error in <call> at <file>:<line>:
+// CUDNN_STATUS_... (detail)"
+#define ORBIT_CUDNN_CHECK(call)                                                                              \
+  do {                                                                                                       \
+    const cudnnStatus_t orbit_cudnn_status_ = (call);                                                        \
+    if (orbit_cudnn_status_ != CUDNN_STATUS_SUCCESS)                                                         \
+      throw ::orbit::Error(::orbit::str_cat("cuDNN error in ", #call, " at ", __FILE__, ":", __LINE__, ": ", \
+                                            cudnnGetErrorString(orbit_cudnn_status_),                        \
+                                            ::orbit::cuda::detail::cudnn_last_error_detail()));              \
+  } while (0)

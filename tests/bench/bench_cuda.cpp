@@ -1,0 +1,184 @@
+// ResNet-50 on the GPU (torchvision's architecture, models/): training-step images/s (forward,
+// cross-entropy, backward, SGD with momentum) and inference images/s at batch 64, 224x224, float32
+// with TF32 off, against PyTorch eager on the same GPU measured in the same run (peer_torch_cuda.py,
+// TF32 off as well), and the peak GPU memory of each side (Orbit: its caching allocator's peak of
+// live tensors; PyTorch: torch.cuda.max_memory_allocated). Each side runs in a process of its own.
+// Without a GPU (or without the CUDA backend in the build) it says so and exits 0.
+//
+//   orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] [--python PATH] [--json OUT] [--tf32 1]
+//
+// Ratios are PyTorch time / Orbit time (> 1: Orbit is faster).
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "models/registry.h"
+#include "train/optim.h"
+#ifdef ORBIT_WITH_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
+
+using namespace orbit;
+
+namespace {
+
+#ifdef ORBIT_WITH_CUDA
+template <class F>
+double median_seconds(F&& fn, int reps) {
+  fn();  // warm-up (also chooses and caches the cuDNN algorithms)
+  cuda::synchronize();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    cuda::synchronize();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int reps) {
+  const Device gpu = Device::cuda(0);
+  Generator gen(0);
+  ModelOptions mo;
+  mo.in_channels = 3;
+  mo.num_classes = 1000;
+  mo.gen = &gen;
+  auto m = create_model(name, mo);
+  m->to(gpu);
+  const Tensor x = Tensor::randn({batch, 3, size, size}, &gen).to(gpu);
+  std::vector<int64_t> lab(static_cast<size_t>(batch));
+  for (int64_t i = 0; i < batch; ++i) lab[static_cast<size_t>(i)] = i % 1000;
+  const Tensor y = Tensor::from_vector(lab, {batch}).to(gpu);
+  SGDOptions so(0.01);
+  so.momentum = 0.9;
+  SGD opt(m->parameters(), so);
+  m->eval();
+  cuda::reset_peak_memory();
+  const double infer_s = median_seconds([&] {
+    NoGradGuard ng;
+    (*m)(x);
+  }, reps);
+  m->train();
+  cuda::reset_peak_memory();
+  const double train_s = median_seconds([&] {
+    opt.zero_grad(true);
+    cross_entropy((*m)(x), y).backward();
+    opt.step();
+  }, reps);
+  return {{"infer_s", infer_s}, {"train_s", train_s},
+          {"peak_mb", static_cast<double>(cuda::memory_stats().peak_allocated) / (1 << 20)}};
+}
+#endif
+
+nlohmann::json run_json(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return nullptr;
+  std::string out;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  if (pclose(p) != 0) {
+    std::fprintf(stderr, "failed: %s\n%s", cmd.c_str(), out.c_str());
+    return nullptr;
+  }
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  const size_t nl = out.rfind('\n');
+  try {
+    return nlohmann::json::parse(nl == std::string::npos ? out : out.substr(nl + 1));
+  } catch (...) {
+    std::fprintf(stderr, "unexpected output of %s:\n%s\n", cmd.c_str(), out.c_str());
+    return nullptr;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 10;
+  int64_t batch = 64, size = 224;
+  bool tf32 = false;
+  std::string model = "resnet50", python = "/usr/bin/python3", json_out;
+  bool child = false;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--reps") reps = std::atoi(v.c_str());
+    else if (k == "--batch") batch = std::atoll(v.c_str());
+    else if (k == "--size") size = std::atoll(v.c_str());
+    else if (k == "--model") model = v;
+    else if (k == "--python") python = v;
+    else if (k == "--json") json_out = v;
+    else if (k == "--tf32") tf32 = v == "1";
+    else if (k == "--child") child = v == "1";
+    else {
+      std::fprintf(stderr, "unknown option %s\nusage: orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] "
+                           "[--python PATH] [--json OUT] [--tf32 1]\n", k.c_str());
+      return 2;
+    }
+  }
+  if (reps < 1 || batch < 1 || size < 32) {
+    std::fprintf(stderr, "orbit_bench_cuda: expected reps, batch >= 1 and size >= 32\n");
+    return 2;
+  }
+#ifndef ORBIT_WITH_CUDA
+  std::printf("orbit_bench_cuda: this build has no CUDA backend (build with CUDA=1 on a machine with the CUDA toolkit); skipped\n");
+  return 0;
+#else
+  if (cuda::device_count() == 0) {
+    std::printf("orbit_bench_cuda: no CUDA device; skipped\n");
+    return 0;
+  }
+  cuda::set_allow_tf32(tf32);
+  if (child) {
+    std::printf("%s\n", measure(model, batch, size, reps).dump().c_str());
+    return 0;
+  }
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) return 1;
+  self[len] = 0;
+  const std::string args = " --reps " + std::to_string(reps) + " --batch " + std::to_string(batch) + " --size " +
+                           std::to_string(size) + " --model " + model + " --tf32 " + (tf32 ? "1" : "0");
+  const nlohmann::json o = run_json(std::string(self) + args + " --child 1");
+  if (o.is_null()) return 1;
+  const std::string peer = std::string(ORBIT_SOURCE_DIR) + "/tests/bench/peer_torch_cuda.py";
+  const bool have_torch = std::system((python + " -c 'import torch, torchvision; assert torch.cuda.is_available()' > /dev/null 2>&1").c_str()) == 0;
+  nlohmann::json t = nullptr;
+  if (have_torch)
+    t = run_json(python + " " + peer + " " + model + " " + std::to_string(batch) + " " + std::to_string(size) + " " +
+                 std::to_string(reps) + " " + (tf32 ? "1" : "0"));
+  else
+    std::printf("(no PyTorch peer: %s cannot import torch and torchvision with CUDA)\n", python.c_str());
+  std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",
+              model.c_str(), static_cast<long long>(batch), static_cast<long long>(size), static_cast<long long>(size),
+              tf32 ? "on" : "off", reps);
+  std::printf("%-12s %10s %10s %8s\n", "", "Orbit", "PyTorch", "ratio");
+  const double b = static_cast<double>(batch);
+  auto row = [&](const char* what, const char* key) {
+    const double ov = b / o[key].get<double>();
+    if (t.is_null()) {
+      std::printf("%-12s %10.1f %10s %8s\n", what, ov, "-", "-");
+    } else {
+      const double tv = b / t[key].get<double>();
+      std::printf("%-12s %10.1f %10.1f %7.2fx\n", what, ov, tv, ov / tv);
+    }
+  };
+  row("train img/s", "train_s");
+  row("infer img/s", "infer_s");
+  std::printf("%-12s %10.0f %10s\n", "peak MB", o["peak_mb"].get<double>(),
+              t.is_null() ? "-" : std::to_string(static_cast<long long>(t["peak_mb"].get<double>())).c_str());
+  if (!json_out.empty()) std::ofstream(json_out) << nlohmann::json({{"orbit", o}, {"torch", t}}).dump(2) << "\n";
+  return 0;
+#endif
+}
