@@ -50,6 +50,29 @@ TEST(Cuda, TensorsOnTheGpu) {
   for (int i = 0; i < 20; ++i) Tensor t = Tensor::zeros({1 << 16}, DType::F32, gpu);
   EXPECT_EQ(cuda::memory_stats().device_mallocs, mallocs);
   EXPECT_GE(cuda::memory_stats().peak_allocated, size_t(1 << 18));
+  // Uploads go through a ring of pinned staging buffers: more uploads than buffers, of growing sizes,
+  // each freed on the host right after the call, all arrive intact.
+  {
+    std::vector<Tensor> up, want;
+    for (int i = 0; i < 9; ++i) {
+      Tensor h = testing::randn({(i + 1) * 100000}, 100 + i);
+      up.push_back(h.to(gpu));
+      want.push_back(h.clone());
+      h.fill_(0.0);  // the caller's memory is reusable at once
+    }
+    for (size_t i = 0; i < up.size(); ++i)
+      EXPECT_EQ(up[i].to(Device::cpu()).to_vector<float>(), want[i].to_vector<float>()) << i;
+  }
+  // The event timer measures GPU time on the stream.
+  {
+    cuda::EventTimer timer;
+    timer.start();
+    Tensor big = Tensor::ones({1 << 22}, DType::F32, gpu);
+    big = exp(big) * 2.0;
+    const double ms = timer.stop_ms();
+    EXPECT_GE(ms, 0.0);
+    EXPECT_NEAR(big.to(Device::cpu()).to_vector<float>()[7], 2 * std::exp(1.0), 1e-5);
+  }
   expect_error([&] { Tensor::ones({1}).to(Device::cuda(1)); }, {"cuda:1"});
 #endif
 }

@@ -606,6 +606,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   lo.shuffle = true;
   lo.seed = seed;
   lo.transform = make_augmentation(c);
+  lo.device = built.device;  // the worker thread moves the next batch while the model computes
   data::DataLoader loader(task.train, lo);
   const int64_t epochs = c["epochs"];
   const double smoothing = c["label_smoothing"], clip = c["grad_clip"];

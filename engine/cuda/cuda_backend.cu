@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
@@ -25,6 +26,11 @@ int device_count() {
 }
 
 namespace {
+
+cudaStream_t& stream_slot() {
+  static cudaStream_t s = nullptr;
+  return s;
+}
 
 // ---------------------------------------------------------------------------- caching allocator
 // Freed blocks are kept by their rounded size and handed out again, so a training step allocates
@@ -51,7 +57,15 @@ class CachingAllocator {
       if (cudaMalloc(&p, size) != cudaSuccess) {
         cudaGetLastError();
         release_cached();
-        ORBIT_CUDA_CHECK(cudaMalloc(&p, size));
+        const cudaError_t err = cudaMalloc(&p, size);
+        if (err != cudaSuccess) {
+          // Clear the (non-sticky) out-of-memory error before throwing: left set, the caller that catches
+          // this (cuda_conv.cu tries the next algorithm) would see it again at the next launch's
+          // cudaGetLastError check.
+          cudaGetLastError();
+          throw Error(str_cat("CUDA error in cudaMalloc(", size, " bytes) at ", __FILE__, ":", __LINE__, ": ",
+                              cudaGetErrorString(err)));
+        }
       }
       ++stats_.device_mallocs;
     }
@@ -85,6 +99,8 @@ class CachingAllocator {
 
  private:
   void release_cached() {
+    // Kernels queued before may still use a cached block: let them finish before the blocks go.
+    if (stream_slot()) cudaStreamSynchronize(stream_slot());
     for (auto& [size, p] : free_) cudaFree(p);
     free_.clear();
     stats_.cached = 0;
@@ -101,11 +117,6 @@ CachingAllocator& allocator() {
   return *a;
 }
 
-cudaStream_t& stream_slot() {
-  static cudaStream_t s = nullptr;
-  return s;
-}
-
 }  // namespace
 
 void* device_allocate(size_t nbytes) { return allocator().allocate(nbytes); }
@@ -113,8 +124,7 @@ void device_free(void* p) { allocator().deallocate(p); }
 cudaStream_t stream() { return stream_slot(); }
 
 // One stream for every kernel, copy and library call of the backend: work is ordered on it, so a
-// block the allocator hands out again is never in use by an earlier kernel still running. It is a
-// blocking stream, so the synchronous copies (cudaMemcpy, on the legacy default stream) wait for it.
+// block the allocator hands out again is never in use by an earlier kernel still running.
 CudaBackend::CudaBackend() {
   ORBIT_CUDA_CHECK(cudaSetDevice(0));
   if (!stream_slot()) ORBIT_CUDA_CHECK(cudaStreamCreate(&stream_slot()));
@@ -123,11 +133,63 @@ CudaBackend::~CudaBackend() = default;  // the stream and cached blocks live as 
 
 void* CudaBackend::allocate(size_t nbytes) { return allocator().allocate(nbytes); }
 void CudaBackend::deallocate(void* ptr, size_t) { allocator().deallocate(ptr); }
+
+// Device to host: queued on the stream after the work that computes src, then waited for.
 void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t n) {
-  if (n) ORBIT_CUDA_CHECK(cudaMemcpy(host_dst, src, n, cudaMemcpyDeviceToHost));
+  if (n == 0) return;
+  ORBIT_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, n, cudaMemcpyDeviceToHost, stream()));
+  ORBIT_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
+
+namespace {
+
+// Host to device goes through pinned (page-locked) staging buffers: the caller's bytes are copied into
+// one on the host, and a DMA transfer from it is queued on the stream. The call returns without waiting
+// for the GPU (the data loader's worker moves the next batch while the model computes), the caller's
+// memory is free to reuse at once, and the transfer runs at the bus's full speed. A buffer is reused
+// after the transfer queued from it last has finished (its event).
+class PinnedStaging {
+ public:
+  void upload(void* dst, const void* src, size_t n) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& s = slots_[next_];
+    next_ = (next_ + 1) % kSlots;
+    if (s.done) ORBIT_CUDA_CHECK(cudaEventSynchronize(s.done));
+    else ORBIT_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+    if (s.capacity < n) {
+      if (s.host) ORBIT_CUDA_CHECK(cudaFreeHost(s.host));
+      s.host = nullptr;
+      s.capacity = 0;
+      const size_t want = std::max<size_t>(n + n / 4, size_t(1) << 20);
+      ORBIT_CUDA_CHECK(cudaHostAlloc(&s.host, want, cudaHostAllocDefault));
+      s.capacity = want;
+    }
+    std::memcpy(s.host, src, n);
+    ORBIT_CUDA_CHECK(cudaMemcpyAsync(dst, s.host, n, cudaMemcpyHostToDevice, stream()));
+    ORBIT_CUDA_CHECK(cudaEventRecord(s.done, stream()));
+  }
+
+ private:
+  static constexpr int kSlots = 4;
+  struct Slot {
+    void* host = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t done = nullptr;
+  };
+  std::mutex mutex_;
+  Slot slots_[kSlots];
+  int next_ = 0;
+};
+
+PinnedStaging& staging() {
+  static PinnedStaging* s = new PinnedStaging();  // kept for the process's life, like the stream
+  return *s;
+}
+
+}  // namespace
+
 void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t n) {
-  if (n) ORBIT_CUDA_CHECK(cudaMemcpy(dst, host_src, n, cudaMemcpyHostToDevice));
+  if (n) staging().upload(dst, host_src, n);
 }
 
 void CudaBackend::fill(const Tensor& out, double value) { kernels::fill(GpuExec{}, out, value); }
@@ -150,5 +212,29 @@ std::unique_ptr<Backend> make_backend() {
 MemoryStats memory_stats() { return allocator().stats(); }
 void reset_peak_memory() { allocator().reset_peak(); }
 void synchronize() { ORBIT_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+EventTimer::EventTimer() {
+  cudaEvent_t a = nullptr, b = nullptr;
+  ORBIT_CUDA_CHECK(cudaEventCreate(&a));
+  const cudaError_t e = cudaEventCreate(&b);
+  if (e != cudaSuccess) {
+    cudaEventDestroy(a);
+    ORBIT_CUDA_CHECK(e);
+  }
+  start_ = a;
+  stop_ = b;
+}
+EventTimer::~EventTimer() {
+  cudaEventDestroy(static_cast<cudaEvent_t>(start_));
+  cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
+}
+void EventTimer::start() { ORBIT_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(start_), stream())); }
+double EventTimer::stop_ms() {
+  ORBIT_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(stop_), stream()));
+  ORBIT_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(stop_)));
+  float ms = 0;
+  ORBIT_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
+  return ms;
+}
 
 }  // namespace orbit::cuda

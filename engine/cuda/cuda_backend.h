@@ -2,6 +2,7 @@
 // Every op of the engine runs on the GPU through the same Backend interface as the CPU backend, so
 // autograd, layers, models and the trainer are unchanged:
 //   - memory from a caching allocator (freed blocks are reused; statistics below), one stream;
+//     host-to-device copies staged through pinned buffers, so they do not wait for the GPU;
 //   - GEMM through cuBLAS, conv2d forward and backward through cuDNN (algorithm chosen once per shape
 //     and cached); TF32 off by default (set_allow_tf32 or ORBIT_CUDA_TF32=1 turn it on);
 //   - everything else by the engine's own kernels (engine/cuda/kernels/), which are plain C++ run on
@@ -36,6 +37,22 @@ void reset_peak_memory();
 
 // Waits until all work queued on the backend's stream has finished (for timing).
 void synchronize();
+
+// GPU time between start() and stop_ms() on the backend's stream, from a pair of CUDA events;
+// stop_ms() waits for the stop event and returns milliseconds.
+class EventTimer {
+ public:
+  EventTimer();
+  ~EventTimer();
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  void start();
+  double stop_ms();
+
+ private:
+  void* start_ = nullptr;  // cudaEvent_t
+  void* stop_ = nullptr;
+};
 
 // TF32 tensor-core math for float32 GEMM (cuBLAS) and convolutions (cuDNN): faster, but inputs are
 // rounded to a 10-bit mantissa, so results differ from the CPU's by ~1e-3 relative. Off by default

@@ -380,6 +380,7 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
       s.cache.emplace(key, c);
       return;
     }
+    cudaGetLastError();  // a failed candidate may leave a runtime error set: not the next launch's
     failures += str_cat(failures.empty() ? "" : "; ", "algorithm ", c.algo, ": ", why);
   }
   throw Error(str_cat("cuda ", op, ": every cuDNN algorithm failed for x ", shape_str(xs), ", w ", shape_str(ws),

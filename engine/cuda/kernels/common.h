@@ -49,14 +49,18 @@ struct Indexer {
   int64_t sizes[kMaxDims] = {};
   int64_t strides[K][kMaxDims] = {};
 
+  // i is below the product of the sizes, so what is left of it at the outermost dim is that dim's
+  // coordinate: no division there (a contiguous tensor, one merged dim, needs none at all).
   ORBIT_HD void offsets(int64_t i, int64_t* o) const {
     for (int k = 0; k < K; ++k) o[k] = 0;
-    for (int d = ndim - 1; d >= 0; --d) {
+    for (int d = ndim - 1; d > 0; --d) {
       const int64_t q = i / sizes[d];
       const int64_t r = i - q * sizes[d];
       i = q;
       for (int k = 0; k < K; ++k) o[k] += r * strides[k][d];
     }
+    if (ndim > 0)
+      for (int k = 0; k < K; ++k) o[k] += i * strides[k][0];
   }
 };
 
