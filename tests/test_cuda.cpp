@@ -97,15 +97,22 @@ TEST(Cuda, EveryKernelCaseOnTheGpuMatchesTheCpu) {
 // against the same step on the CPU, from the same weights and inputs.
 struct ResNetStep {
   double loss = 0;
-  std::vector<std::pair<std::string, Tensor>> grads;  // on the CPU
+  std::vector<std::pair<std::string, Tensor>> grads;  // on the CPU, float64
 };
 
-ResNetStep resnet50_step(Device dev, DType dtype, int64_t batch, int64_t size) {
+// zero_init_residual: the last batch norm of every block starts at weight 0 (torchvision's option of
+// that name), so every block starts as the identity.
+ResNetStep resnet50_step(Device dev, DType dtype, int64_t batch, int64_t size, bool zero_init_residual) {
   ModelOptions o;
   o.in_channels = 3;
   o.num_classes = 10;
   manual_seed(7);  // the same initialization for every call
   auto model = create_model("resnet50", o);
+  if (zero_init_residual) {
+    NoGradGuard ng;
+    for (const auto& [k, p] : model->named_parameters())
+      if (k.find("bn3.weight") != std::string::npos) p.fill_(0.0);
+  }
   model->to(dtype);
   model->to(dev);
   model->train(true);
@@ -117,40 +124,67 @@ ResNetStep resnet50_step(Device dev, DType dtype, int64_t batch, int64_t size) {
   loss.backward();
   ResNetStep s;
   s.loss = loss.item();
-  for (const auto& [k, p] : model->named_parameters()) s.grads.emplace_back(k, p.grad().to(Device::cpu()));
+  for (const auto& [k, p] : model->named_parameters())
+    s.grads.emplace_back(k, p.grad().to(Device::cpu()).to(DType::F64));
   return s;
 }
 
-// ||a - b|| / ||b|| over every parameter's gradient; the worst parameter is named.
-double worst_relative_grad_error(const ResNetStep& got, const ResNetStep& ref, std::string& where) {
-  double worst = 0;
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (double v : t.to_vector<double>()) m = std::max(m, std::abs(v));
+  return m;
+}
+
+// ||a - b|| / ||b|| of each parameter's gradient.
+std::vector<double> relative_grad_errors(const ResNetStep& got, const ResNetStep& ref) {
+  std::vector<double> e;
   for (size_t i = 0; i < ref.grads.size(); ++i) {
     const auto a = got.grads[i].second.to_vector<double>(), b = ref.grads[i].second.to_vector<double>();
     double num = 0, den = 1e-300;
     for (size_t j = 0; j < b.size(); ++j) num += (a[j] - b[j]) * (a[j] - b[j]), den += b[j] * b[j];
-    const double e = std::sqrt(num / den);
-    if (e > worst) worst = e, where = ref.grads[i].first;
+    e.push_back(std::sqrt(num / den));
   }
-  return worst;
+  return e;
 }
 
-// Float64: the same function computed by other kernels agrees to 1e-9 (rounding through 53 layers of
-// float64 is far below that), which checks the GPU's arithmetic exactly. Float32 at batch 8, 96 x 96:
-// the loss within 1e-4 and every gradient within 1e-3 relative (the acceptance of the CUDA backend);
-// a larger batch than 2 keeps training-mode batch norm well conditioned in float32.
+// Three checks, because a randomly initialized ResNet-50 in training mode is badly conditioned in
+// float32: batch norm's backward subtracts the gradient's mean and its projection on the normalized
+// input, and through 53 such layers the float32 rounding of any implementation moves every gradient
+// by about 2% (the CPU's own float32 gradients differ from its float64 ones by 1.5-3% at batch 8 to 32,
+// 96 to 160 pixels), so no two float32 implementations can agree to 1e-3 there.
+//   1. float64: the GPU's gradients within 1e-9 of the CPU's (rounding through 53 layers of float64 is
+//      far below that): the same arithmetic, exactly.
+//   2. float32, the same model: every gradient of the GPU as close to the float64 one as the CPU's
+//      float32 gradient is, within a factor 2 (+1e-6).
+//   3. float32 with zero_init_residual (well conditioned: the CPU's float32 is within 1e-5 of its
+//      float64): the loss within 1e-4 and every gradient within 1e-3 relative of the CPU's.
 TEST(Cuda, ResNet50TrainingStepOnTheGpuMatchesTheCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without the CUDA backend): the GPU tests need one";
-  for (const auto& [dtype, batch, size, loss_tol, grad_tol] :
-       std::vector<std::tuple<DType, int64_t, int64_t, double, double>>{{DType::F64, 2, 64, 1e-9, 1e-9},
-                                                                        {DType::F32, 8, 96, 1e-4, 1e-3}}) {
-    SCOPED_TRACE(dtype_name(dtype));
-    const ResNetStep cpu = resnet50_step(Device::cpu(), dtype, batch, size);
-    const ResNetStep gpu = resnet50_step(Device::cuda(0), dtype, batch, size);
-    EXPECT_NEAR(gpu.loss, cpu.loss, loss_tol * std::abs(cpu.loss));
-    ASSERT_EQ(gpu.grads.size(), cpu.grads.size());
-    std::string where;
-    const double e = worst_relative_grad_error(gpu, cpu, where);
-    EXPECT_LE(e, grad_tol) << "worst gradient: " << where;
+  const Device cpu = Device::cpu(), gpu = Device::cuda(0);
+  const ResNetStep ref64 = resnet50_step(cpu, DType::F64, 8, 96, false);
+  {
+    SCOPED_TRACE("float64");
+    const ResNetStep g = resnet50_step(gpu, DType::F64, 8, 96, false);
+    EXPECT_NEAR(g.loss, ref64.loss, 1e-9 * std::abs(ref64.loss));
+    const std::vector<double> e = relative_grad_errors(g, ref64);
+    for (size_t i = 0; i < e.size(); ++i) EXPECT_LE(e[i], 1e-9) << ref64.grads[i].first;
+  }
+  {
+    SCOPED_TRACE("float32, as close to float64 as the CPU");
+    const ResNetStep c = resnet50_step(cpu, DType::F32, 8, 96, false);
+    const ResNetStep g = resnet50_step(gpu, DType::F32, 8, 96, false);
+    EXPECT_NEAR(g.loss, c.loss, 1e-4 * std::abs(c.loss));
+    const std::vector<double> ec = relative_grad_errors(c, ref64), eg = relative_grad_errors(g, ref64);
+    for (size_t i = 0; i < eg.size(); ++i) EXPECT_LE(eg[i], 2 * ec[i] + 1e-6) << ref64.grads[i].first;
+  }
+  {
+    SCOPED_TRACE("float32, zero_init_residual");
+    const ResNetStep c = resnet50_step(cpu, DType::F32, 8, 96, true);
+    const ResNetStep g = resnet50_step(gpu, DType::F32, 8, 96, true);
+    EXPECT_NEAR(g.loss, c.loss, 1e-4 * std::abs(c.loss));
+    const std::vector<double> e = relative_grad_errors(g, c);
+    for (size_t i = 0; i < e.size(); ++i)
+      if (max_abs(c.grads[i].second) > 0) EXPECT_LE(e[i], 1e-3) << c.grads[i].first;
   }
 }
 
