@@ -160,7 +160,10 @@ int main(int argc, char** argv) {
                            std::to_string(size) + " --model " + model + " --tf32 " + (tf32 ? "1" : "0");
   const nlohmann::json o = run_json(std::string(self) + args + " --child 1");
   if (o.is_null()) return 1;
-  const std::string peer = std::string(ORBIT_SOURCE_DIR) + "/tests/bench/peer_torch_cuda.py";
+  // The peer script from the source tree this was built from, or, when the binary was carried to
+  // another machine, from the repository it runs in (the current directory).
+  std::string peer = std::string(ORBIT_SOURCE_DIR) + "/tests/bench/peer_torch_cuda.py";
+  if (access(peer.c_str(), R_OK) != 0) peer = "tests/bench/peer_torch_cuda.py";
   const bool have_torch = std::system((python + " -c 'import torch, torchvision; assert torch.cuda.is_available()' > /dev/null 2>&1").c_str()) == 0;
   nlohmann::json t = nullptr;
   if (have_torch)
