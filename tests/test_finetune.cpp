@@ -424,6 +424,13 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const nlohmann::json ev = evaluate_weights(res["config"], run_dir + "/model.safetensors", data::Split::Test, true);
     EXPECT_EQ(ev["metrics"], res["metrics"]);
     EXPECT_EQ(ev["classes"], res["classes"]);
+    // The network of a run trained on the GPU loads on the host (the report draws its predictions).
+    {
+      nlohmann::json gpu_config = res["config"];
+      gpu_config["device"] = "cuda";
+      const auto net = load_run_network(gpu_config, run_dir + "/model.safetensors");
+      EXPECT_TRUE(net->parameters().front().device().is_cpu());
+    }
     // The regime's keys override the study's finetune keys (2 epochs there, 1 in the regime).
     EXPECT_EQ(res["config"]["epochs"], 1);
     EXPECT_EQ(res["history"].size(), 1u);

@@ -884,6 +884,7 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   nlohmann::json uc = user_config;
   uc["weights"] = weights_path;
   uc["reset_head"] = false;
+  uc["device"] = "cpu";  // the network is handed to callers with host tensors (a GPU run's too)
   const nlohmann::json c = resolve_run_config(uc);
   Metadata meta;
   load_safetensors(weights_path, &meta);

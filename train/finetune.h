@@ -91,7 +91,8 @@ nlohmann::json evaluate_weights(const nlohmann::json& config, const std::string&
 
 // The network of a finished run, ready for inference: the registry model with `weights_path` loaded,
 // behind the run's input normalization, and group-averaged when the run used equi-tuning. Its input is
-// raw images (pixels in [0, 1]); `class_names` receives the task's class names.
+// raw images (pixels in [0, 1]) on the CPU, whatever device the run trained on; `class_names` receives
+// the task's class names.
 std::shared_ptr<Module> load_run_network(const nlohmann::json& config, const std::string& weights_path,
                                          std::vector<std::string>* class_names = nullptr);
 
