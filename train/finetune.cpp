@@ -734,7 +734,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   write_json_file(out_dir + "/results.json", result.results);
   write_run_plots(out_dir, result.results);
   result.completed = true;
-  if (!quiet) std::fprintf(stderr, "%s\n", summarize_metrics(result.results).c_str());
+  if (!quiet && options.print_summary) std::fprintf(stderr, "%s\n", summarize_metrics(result.results).c_str());
   return result;
 }
 
@@ -775,6 +775,7 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
         fc["eval_groups"] = nlohmann::json::array({group});
         fc["angle_step"] = 0;
         RunOptions fo = options;
+        fo.print_summary = true;  // each fold's closing line (the caller prints the final run's)
         fo.train_rows = folds[k].train;
         fo.eval_rows = folds[k].val;
         std::optional<nlohmann::json> done_before;

@@ -44,6 +44,7 @@ struct RunOptions {
   bool resume = true;            // continue from out_dir/checkpoint.safetensors when it exists
   int64_t stop_after_epoch = 0;  // > 0: return after this epoch (as if interrupted); for tests
   bool quiet = false;            // no progress bars or per-epoch lines
+  bool print_summary = true;     // the closing metrics line on stderr (the CLI prints it on stdout instead)
   // Supplies the raw datasets instead of reading the config's dataset (tests).
   std::function<data::ImageClassificationDataset(data::Split)> dataset_provider;
   // Cross-validation: train on these rows of the task's training set and evaluate on `eval_rows`

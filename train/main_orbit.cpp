@@ -167,6 +167,7 @@ int cmd_run(const std::string& cmd, int argc, char** argv) {
                 "written by `orbit pretrain`); to train from scratch use `orbit pretrain`");
   RunOptions opts;
   opts.resume = !has_flag(a, "fresh");
+  opts.print_summary = false;  // printed below, on stdout
   RunResult r = cmd == "sweep" ? run_sweep(config, opts) : run_training(config, opts);
   std::printf("%s\n(results in %s/results.json)\n", summarize_metrics(r.results).c_str(), r.out_dir.c_str());
   return 0;
