@@ -295,7 +295,7 @@ void CpuBackend::grid_sample_backward(const Tensor& gy, const Tensor& x, const T
           }
           const Bilinear<T> s(ix, iy);
           T w[4];
-        s.weights(w);
+          s.weights(w);
           const int64_t cx[4] = {s.x0, s.x0 + 1, s.x0, s.x0 + 1};
           const int64_t cy[4] = {s.y0, s.y0, s.y0 + 1, s.y0 + 1};
           for (int k = 0; k < 4; ++k)
