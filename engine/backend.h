@@ -134,6 +134,14 @@ class Backend {
   // y = (x - mean[c]) * invstd[c] * weight[c] + bias[c]; weight / bias may be undefined (1 / 0).
   virtual void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd,
                                 const Tensor& weight, const Tensor& bias, const Tensor& y) = 0;
+  // Training-mode batch norm in one call, for a backend with a fused implementation: y, and the
+  // batch's mean, biased variance and invstd = 1 / sqrt(var + eps) per channel. Returns false when it
+  // has none (the default), and the op then calls batch_norm_stats and batch_norm_apply.
+  virtual bool batch_norm_train_fused(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                                      const Tensor& y, const Tensor& mean, const Tensor& var,
+                                      const Tensor& invstd) {
+    return false;
+  }
   // Gradients of batch_norm_apply. With batch_stats, mean/invstd were computed from x and their
   // dependence on x is included. gweight / gbias may be undefined (not wanted).
   virtual void batch_norm_backward(const Tensor& x, const Tensor& gy, const Tensor& mean,

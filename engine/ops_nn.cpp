@@ -271,14 +271,22 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 
   const Tensor xc = contiguous_data(x);
   Backend& be = backend_of(x);
+  const Tensor wc = weight.defined() ? contiguous_data(weight) : Tensor();
+  const Tensor bc = bias.defined() ? contiguous_data(bias) : Tensor();
+  Tensor y = empty_like(x, x.shape());
   Tensor mean, invstd;
+  bool fused = false;  // y computed with the statistics by the backend
   {
     NoGradGuard ng;
     if (training) {
       mean = empty_like(x, {C});
       Tensor var = empty_like(x, {C});
-      be.batch_norm_stats(xc, mean, var);
-      invstd = rsqrt(add(var, eps));
+      invstd = empty_like(x, {C});
+      fused = be.batch_norm_train_fused(xc, wc, bc, eps, y, mean, var, invstd);
+      if (!fused) {
+        be.batch_norm_stats(xc, mean, var);
+        invstd = rsqrt(add(var, eps));
+      }
       if (running_mean.defined()) {
         // running = (1 - m) running + m batch, with the unbiased variance (as PyTorch).
         running_mean.mul_(1.0 - momentum).add_(mean, momentum);
@@ -291,10 +299,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
       invstd = rsqrt(add(running_var.detach(), eps));
     }
   }
-  const Tensor wc = weight.defined() ? contiguous_data(weight) : Tensor();
-  const Tensor bc = bias.defined() ? contiguous_data(bias) : Tensor();
-  Tensor y = empty_like(x, x.shape());
-  be.batch_norm_apply(xc, mean, invstd, wc, bc, y);
+  if (!fused) be.batch_norm_apply(xc, mean, invstd, wc, bc, y);
 
   const bool need_w = weight.defined() && weight.requires_grad();
   const bool need_b = bias.defined() && bias.requires_grad();

@@ -91,6 +91,20 @@ TEST(Cuda, EveryKernelCaseOnTheGpuMatchesTheCpu) {
     on_gpu.tol = std::max(c.tol, 1e-5);
     EXPECT_TRUE(testing::case_matches(on_gpu, ref, Device::cuda(0)));
   }
+#ifdef ORBIT_WITH_CUDA
+  // Once more with batch norm through cuDNN (cuda::set_use_cudnn_batch_norm), which accumulates in
+  // float32: 1e-4 of the scale.
+  const bool was = cuda::use_cudnn_batch_norm();
+  cuda::set_use_cudnn_batch_norm(true);
+  for (const testing::KernelCase& c : testing::kernel_cases()) {
+    const std::vector<Tensor> ref = c.run(Device::cpu());
+    testing::KernelCase on_gpu = c;
+    on_gpu.name += " (cuDNN batch norm)";
+    on_gpu.tol = std::max(c.tol, 1e-4);
+    EXPECT_TRUE(testing::case_matches(on_gpu, ref, Device::cuda(0)));
+  }
+  cuda::set_use_cudnn_batch_norm(was);
+#endif
 }
 
 // One training step of ResNet-50 (batch norm in training mode, cross entropy, backward) on the GPU

@@ -62,4 +62,10 @@ class EventTimer {
 void set_allow_tf32(bool on);
 bool allow_tf32();
 
+// Batch normalization through cuDNN (training forward and backward) instead of the engine's own
+// kernels. Off by default; ORBIT_CUDA_CUDNN_BN=1 in the environment turns it on (read at first use,
+// unless set before). For measuring which is faster on a GPU (orbit_bench_cuda --cudnn-bn 1).
+void set_use_cudnn_batch_norm(bool on);
+bool use_cudnn_batch_norm();
+
 }  // namespace orbit::cuda

@@ -5,6 +5,7 @@
 //   cuda_blas.cu         GEMM and batched GEMM through cuBLAS
 //   cuda_conv.cu         conv2d forward and backward through cuDNN
 //   cuda_nn.cu           pooling and batch norm             (kernels/pool.h, kernels/norm.h)
+//   cuda_cudnn_bn.cu     batch norm through cuDNN instead, when switched on (set_use_cudnn_batch_norm)
 //   cuda_index.cu        gather, scatter_add, index_select, index_add (kernels/index.h)
 //   cuda_spatial.cu      flip, roll, grid_sample            (kernels/spatial.h)
 // The engine's own kernels are the templates in kernels/, run here with GpuExec (launch.cuh).
@@ -52,6 +53,8 @@ class CudaBackend final : public Backend {
   void batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var) override;
   void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
                         const Tensor& bias, const Tensor& y) override;
+  bool batch_norm_train_fused(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& y,
+                              const Tensor& mean, const Tensor& var, const Tensor& invstd) override;
   void batch_norm_backward(const Tensor& x, const Tensor& gy, const Tensor& mean, const Tensor& invstd,
                            const Tensor& weight, bool batch_stats, const Tensor& gx, const Tensor& gweight,
                            const Tensor& gbias) override;
@@ -69,5 +72,10 @@ class CudaBackend final : public Backend {
   void grid_sample_backward(const Tensor& gy, const Tensor& x, const Tensor& grid, GridMode mode,
                             GridPadding padding, bool align_corners, const Tensor& gx, const Tensor& ggrid) override;
 };
+
+// The cuDNN batch-norm backward (cuda_cudnn_bn.cu) when switched on and applicable; false otherwise.
+bool cudnn_batch_norm_backward(const Tensor& x, const Tensor& gy, const Tensor& mean, const Tensor& invstd,
+                               const Tensor& weight, bool batch_stats, const Tensor& gx, const Tensor& gweight,
+                               const Tensor& gbias);
 
 }  // namespace orbit::cuda

@@ -38,6 +38,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -432,6 +433,12 @@ void run(Direction dir, const Tensor& x, const Tensor& w, const Tensor& y, const
 }
 
 }  // namespace
+
+void with_cudnn_handle(const std::function<void(cudnnHandle_t)>& f) {
+  CudnnState& s = cudnn_state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  f(ready_handle(s));
+}
 
 void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Conv2dParams& p, const Tensor& out) {
   run(Direction::Forward, x, w, out, p);

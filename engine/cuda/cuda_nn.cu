@@ -35,6 +35,7 @@ void CudaBackend::batch_norm_apply(const Tensor& x, const Tensor& mean, const Te
 void CudaBackend::batch_norm_backward(const Tensor& x, const Tensor& gy, const Tensor& mean, const Tensor& invstd,
                                       const Tensor& weight, bool batch_stats, const Tensor& gx, const Tensor& gweight,
                                       const Tensor& gbias) {
+  if (cudnn_batch_norm_backward(x, gy, mean, invstd, weight, batch_stats, gx, gweight, gbias)) return;
   kernels::batch_norm_backward(GpuExec{}, x, gy, mean, invstd, weight, batch_stats, gx, gweight, gbias);
 }
 

@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cudnn.h>
 
+#include <functional>
 #include <string>
 
 #include "engine/error.h"
@@ -25,6 +26,12 @@ inline std::string cudnn_last_error_detail() {
 }
 
 }  // namespace orbit::cuda::detail
+
+namespace orbit::cuda {
+// Runs f with the backend's cuDNN handle (bound to its stream), holding the handle's lock
+// (cuda_conv.cu).
+void with_cudnn_handle(const std::function<void(cudnnHandle_t)>& f);
+}  // namespace orbit::cuda
 
 // A cuBLAS call whose failure becomes an orbit::Error: "cuBLAS error in <call> at <file>:<line>:
 // CUBLAS_STATUS_..."

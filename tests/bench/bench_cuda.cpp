@@ -6,6 +6,7 @@
 // Without a GPU (or without the CUDA backend in the build) it says so and exits 0.
 //
 //   orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] [--python PATH] [--json OUT] [--tf32 1]
+//                    [--cudnn-bn 1]   (batch norm through cuDNN instead of Orbit's own kernels)
 //
 // Ratios are PyTorch time / Orbit time (> 1: Orbit is faster).
 #include <unistd.h>
@@ -116,7 +117,7 @@ nlohmann::json run_json(const std::string& cmd) {
 int main(int argc, char** argv) {
   int reps = 10;
   int64_t batch = 64, size = 224;
-  bool tf32 = false;
+  bool tf32 = false, cudnn_bn = false;
   std::string model = "resnet50", python = "/usr/bin/python3", json_out;
   bool child = false;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -128,10 +129,11 @@ int main(int argc, char** argv) {
     else if (k == "--python") python = v;
     else if (k == "--json") json_out = v;
     else if (k == "--tf32") tf32 = v == "1";
+    else if (k == "--cudnn-bn") cudnn_bn = v == "1";
     else if (k == "--child") child = v == "1";
     else {
       std::fprintf(stderr, "unknown option %s\nusage: orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] "
-                           "[--python PATH] [--json OUT] [--tf32 1]\n", k.c_str());
+                           "[--python PATH] [--json OUT] [--tf32 1] [--cudnn-bn 1]\n", k.c_str());
       return 2;
     }
   }
@@ -148,6 +150,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   cuda::set_allow_tf32(tf32);
+  cuda::set_use_cudnn_batch_norm(cudnn_bn);
   if (child) {
     std::printf("%s\n", measure(model, batch, size, reps).dump().c_str());
     return 0;
@@ -157,7 +160,8 @@ int main(int argc, char** argv) {
   if (len <= 0) return 1;
   self[len] = 0;
   const std::string args = " --reps " + std::to_string(reps) + " --batch " + std::to_string(batch) + " --size " +
-                           std::to_string(size) + " --model " + model + " --tf32 " + (tf32 ? "1" : "0");
+                           std::to_string(size) + " --model " + model + " --tf32 " + (tf32 ? "1" : "0") +
+                           " --cudnn-bn " + (cudnn_bn ? "1" : "0");
   const nlohmann::json o = run_json(std::string(self) + args + " --child 1");
   if (o.is_null()) return 1;
   // The peer script from the source tree this was built from, or, when the binary was carried to
@@ -171,9 +175,9 @@ int main(int argc, char** argv) {
                  std::to_string(reps) + " " + (tf32 ? "1" : "0"));
   else
     std::printf("(no PyTorch peer: %s cannot import torch and torchvision with CUDA)\n", python.c_str());
-  std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",
+  std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, batch norm by %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",
               model.c_str(), static_cast<long long>(batch), static_cast<long long>(size), static_cast<long long>(size),
-              tf32 ? "on" : "off", reps);
+              tf32 ? "on" : "off", cudnn_bn ? "cuDNN" : "Orbit's kernels", reps);
   std::printf("%-12s %10s %10s %8s\n", "", "Orbit", "PyTorch", "ratio");
   const double b = static_cast<double>(batch);
   auto row = [&](const char* what, const char* key) {
