@@ -85,24 +85,22 @@ TEST(Cuda, TensorsOnTheGpu) {
 TEST(Cuda, EveryKernelCaseOnTheGpuMatchesTheCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without the CUDA backend): the GPU tests need one";
   ASSERT_GE(testing::kernel_cases().size(), 20u);
-  for (const testing::KernelCase& c : testing::kernel_cases()) {
-    const std::vector<Tensor> ref = c.run(Device::cpu());
-    testing::KernelCase on_gpu = c;
-    on_gpu.tol = std::max(c.tol, 1e-5);
-    EXPECT_TRUE(testing::case_matches(on_gpu, ref, Device::cuda(0)));
-  }
+  auto every_case = [](double min_tol, const std::string& label) {
+    for (const testing::KernelCase& c : testing::kernel_cases()) {
+      const std::vector<Tensor> ref = c.run(Device::cpu());
+      testing::KernelCase on_gpu = c;
+      on_gpu.name += label;
+      on_gpu.tol = std::max(c.tol, min_tol);
+      EXPECT_TRUE(testing::case_matches(on_gpu, ref, Device::cuda(0)));
+    }
+  };
+  every_case(1e-5, "");
 #ifdef ORBIT_WITH_CUDA
   // Once more with batch norm through cuDNN (cuda::set_use_cudnn_batch_norm), which accumulates in
   // float32: 1e-4 of the scale.
   const bool was = cuda::use_cudnn_batch_norm();
   cuda::set_use_cudnn_batch_norm(true);
-  for (const testing::KernelCase& c : testing::kernel_cases()) {
-    const std::vector<Tensor> ref = c.run(Device::cpu());
-    testing::KernelCase on_gpu = c;
-    on_gpu.name += " (cuDNN batch norm)";
-    on_gpu.tol = std::max(c.tol, 1e-4);
-    EXPECT_TRUE(testing::case_matches(on_gpu, ref, Device::cuda(0)));
-  }
+  every_case(1e-4, " (cuDNN batch norm)");
   cuda::set_use_cudnn_batch_norm(was);
 #endif
 }

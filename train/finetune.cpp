@@ -647,8 +647,6 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
       bar->set_rate_scale(static_cast<double>(c["batch_size"].get<int64_t>()), "img");
     }
     for (data::Batch& b : loader.epoch(epoch)) {
-      b.images = b.images.to(built.device);
-      b.labels = b.labels.to(built.device);
       Tensor logits, penalty;
       if (built.canon) {
         logits = forward(b.images);

@@ -36,8 +36,9 @@ namespace orbit {
 
 const ConfigSchema& run_config_schema();
 // resolve() plus the checks a schema cannot express: the group specs parse, fraction in (0, 1], the
-// weight file exists (unless check_files is false: comparing or reporting finished runs needs no
-// weights), taps only with lambda > 0, grids not empty for a sweep. Throws naming the key.
+// weight file exists and "device": "cuda" has a usable GPU (unless check_files is false: comparing or
+// reporting finished runs needs neither), taps only with lambda > 0, grids not empty for a sweep.
+// Throws naming the key.
 nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files = true);
 
 struct RunOptions {

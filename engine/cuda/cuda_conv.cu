@@ -276,10 +276,9 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
   const cudnnHandle_t h = ready_handle(s);
 
   // Scaling factors are host values of the data type (double for float64 data, float otherwise).
-  const float one_f = 1.0f, beta_f = accumulate ? 1.0f : 0.0f;
-  const double one_d = 1.0, beta_d = accumulate ? 1.0 : 0.0;
-  const void* one = is_f64 ? static_cast<const void*>(&one_d) : static_cast<const void*>(&one_f);
-  const void* beta = is_f64 ? static_cast<const void*>(&beta_d) : static_cast<const void*>(&beta_f);
+  const CudnnScalar one_s(1.0, is_f64), beta_s(accumulate ? 1.0 : 0.0, is_f64);
+  const void* one = one_s.get();
+  const void* beta = beta_s.get();
 
   // Enqueues the convolution with one algorithm; the status, not an exception.
   auto execute = [&](const Choice& c) -> cudnnStatus_t {

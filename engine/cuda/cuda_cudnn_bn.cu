@@ -90,14 +90,10 @@ bool CudaBackend::batch_norm_train_fused(const Tensor& x, const Tensor& weight, 
   const Tensor scale = or_filled(weight, C, dt, 1.0), shift = or_filled(bias, C, dt, 0.0);
   BnDesc xd, pd;
   describe(x, xd, pd);
-  const float one_f = 1.0f, zero_f = 0.0f;
-  const double one_d = 1.0, zero_d = 0.0;
-  const bool f64 = dt == DType::F64;
-  const void* one = f64 ? static_cast<const void*>(&one_d) : static_cast<const void*>(&one_f);
-  const void* zero = f64 ? static_cast<const void*>(&zero_d) : static_cast<const void*>(&zero_f);
+  const CudnnScalar one(1.0, dt == DType::F64), zero(0.0, dt == DType::F64);
   with_cudnn_handle([&](cudnnHandle_t h) {
     ORBIT_CUDNN_CHECK(cudnnBatchNormalizationForwardTraining(
-        h, CUDNN_BATCHNORM_SPATIAL, one, zero, xd.get(), x.raw_data(), xd.get(), y.raw_data(), pd.get(),
+        h, CUDNN_BATCHNORM_SPATIAL, one.get(), zero.get(), xd.get(), x.raw_data(), xd.get(), y.raw_data(), pd.get(),
         scale.raw_data(), shift.raw_data(), 0.0, nullptr, nullptr, eps, mean.raw_data(), invstd.raw_data()));
   });
   // var = 1 / invstd^2 - eps, for the op's running variance.
@@ -120,16 +116,12 @@ bool cudnn_batch_norm_backward(const Tensor& x, const Tensor& gy, const Tensor& 
   const Tensor dbias = gbias.defined() ? gbias : Tensor::empty({C}, dt, Device::cuda(0));
   BnDesc xd, pd;
   describe(x, xd, pd);
-  const float one_f = 1.0f, zero_f = 0.0f;
-  const double one_d = 1.0, zero_d = 0.0;
-  const bool f64 = dt == DType::F64;
-  const void* one = f64 ? static_cast<const void*>(&one_d) : static_cast<const void*>(&one_f);
-  const void* zero = f64 ? static_cast<const void*>(&zero_d) : static_cast<const void*>(&zero_f);
+  const CudnnScalar one(1.0, dt == DType::F64), zero(0.0, dt == DType::F64);
   // eps only matters when cuDNN recomputes the statistics; it is given the saved ones, so cuDNN's
   // minimum is passed to satisfy its check.
   with_cudnn_handle([&](cudnnHandle_t h) {
     ORBIT_CUDNN_CHECK(cudnnBatchNormalizationBackward(
-        h, CUDNN_BATCHNORM_SPATIAL, one, zero, one, zero, xd.get(), x.raw_data(), xd.get(), gy.raw_data(), xd.get(),
+        h, CUDNN_BATCHNORM_SPATIAL, one.get(), zero.get(), one.get(), zero.get(), xd.get(), x.raw_data(), xd.get(), gy.raw_data(), xd.get(),
         gx.raw_data(), pd.get(), scale.raw_data(), dscale.raw_data(), dbias.raw_data(), CUDNN_BN_MIN_EPSILON,
         mean.raw_data(), invstd.raw_data()));
   });

@@ -28,6 +28,19 @@ inline std::string cudnn_last_error_detail() {
 }  // namespace orbit::cuda::detail
 
 namespace orbit::cuda {
+// A cuDNN scaling factor (alpha, beta): a host value of the data's type, double for float64 data and
+// float otherwise; get() is what the call takes.
+class CudnnScalar {
+ public:
+  CudnnScalar(double value, bool f64) : d_(value), f_(static_cast<float>(value)), f64_(f64) {}
+  const void* get() const { return f64_ ? static_cast<const void*>(&d_) : static_cast<const void*>(&f_); }
+
+ private:
+  double d_;
+  float f_;
+  bool f64_;
+};
+
 // Runs f with the backend's cuDNN handle (bound to its stream), holding the handle's lock
 // (cuda_conv.cu).
 void with_cudnn_handle(const std::function<void(cudnnHandle_t)>& f);

@@ -26,11 +26,13 @@
 #include "engine/random.h"
 #include "models/registry.h"
 #include "train/optim.h"
+#include "bench_util.h"
 #ifdef ORBIT_WITH_CUDA
 #include "engine/cuda/cuda_backend.h"
 #endif
 
 using namespace orbit;
+using bench::run_json;
 
 namespace {
 
@@ -91,26 +93,6 @@ nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int
           {"peak_mb", static_cast<double>(cuda::memory_stats().peak_allocated) / (1 << 20)}};
 }
 #endif
-
-nlohmann::json run_json(const std::string& cmd) {
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return nullptr;
-  std::string out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  if (pclose(p) != 0) {
-    std::fprintf(stderr, "failed: %s\n%s", cmd.c_str(), out.c_str());
-    return nullptr;
-  }
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  const size_t nl = out.rfind('\n');
-  try {
-    return nlohmann::json::parse(nl == std::string::npos ? out : out.substr(nl + 1));
-  } catch (...) {
-    std::fprintf(stderr, "unexpected output of %s:\n%s\n", cmd.c_str(), out.c_str());
-    return nullptr;
-  }
-}
 
 }  // namespace
 

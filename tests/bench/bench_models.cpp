@@ -28,8 +28,10 @@
 #include "engine/random.h"
 #include "models/registry.h"
 #include "train/optim.h"
+#include "bench_util.h"
 
 using namespace orbit;
+using bench::run_json;
 
 namespace {
 
@@ -76,31 +78,6 @@ int measure(const std::string& name, int64_t batch, int64_t size, int reps) {
   getrusage(RUSAGE_SELF, &ru);
   std::printf("%s\n", nlohmann::json({{"infer_s", infer_s}, {"train_s", train_s}, {"peak_rss_mb", ru.ru_maxrss / 1024.0}}).dump().c_str());
   return 0;
-}
-
-// Runs a command and parses the last line of its output as JSON.
-nlohmann::json run_json(const std::string& cmd) {
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return nullptr;
-  std::string out, last;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  const int rc = pclose(p);
-  if (rc != 0) {
-    std::fprintf(stderr, "failed (%d): %s\n%s", rc, cmd.c_str(), out.c_str());
-    return nullptr;
-  }
-  // The last non-empty line.
-  size_t end = out.size();
-  while (end > 0 && out[end - 1] == '\n') --end;
-  const size_t start = out.rfind('\n', end == 0 ? 0 : end - 1);
-  last = out.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1));
-  try {
-    return nlohmann::json::parse(last);
-  } catch (...) {
-    std::fprintf(stderr, "unexpected output of %s:\n%s", cmd.c_str(), out.c_str());
-    return nullptr;
-  }
 }
 
 }  // namespace
