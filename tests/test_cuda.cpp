@@ -31,6 +31,29 @@ TEST(Cuda, UsingTheGpuWithoutOneIsAClearError) {
 #endif
 }
 
+// Which layers go through cuDNN: the setting's words, and a clear error for any other (host code: this
+// runs in every build with the CUDA backend, GPU or not).
+TEST(Cuda, CudnnLayersSetting) {
+#ifdef ORBIT_WITH_CUDA
+  EXPECT_EQ(cuda::parse_cudnn_layers(""), 0u);
+  EXPECT_EQ(cuda::parse_cudnn_layers("none"), 0u);
+  EXPECT_EQ(cuda::parse_cudnn_layers("all"), cuda::kCudnnAllLayers);
+  EXPECT_EQ(cuda::parse_cudnn_layers("bn"), unsigned(cuda::kCudnnBatchNorm));
+  EXPECT_EQ(cuda::parse_cudnn_layers("softmax,bn"), unsigned(cuda::kCudnnBatchNorm | cuda::kCudnnSoftmax));
+  EXPECT_EQ(cuda::parse_cudnn_layers("pool,softmax,bn"), cuda::kCudnnAllLayers);
+  expect_error([] { cuda::parse_cudnn_layers("bn,maxpool"); }, {"\"maxpool\"", "bn, pool, softmax"});
+  expect_error([] { cuda::parse_cudnn_layers("bn,"); }, {"\"\"", "bn,"});
+  const unsigned was = cuda::cudnn_layers();
+  cuda::set_cudnn_layers(cuda::kCudnnPooling);
+  EXPECT_TRUE(cuda::use_cudnn(cuda::kCudnnPooling));
+  EXPECT_FALSE(cuda::use_cudnn(cuda::kCudnnSoftmax));
+  expect_error([] { cuda::set_cudnn_layers(8); }, {"got 8"});
+  cuda::set_cudnn_layers(was);
+#else
+  GTEST_SKIP() << "a build without the CUDA backend";
+#endif
+}
+
 TEST(Cuda, TensorsOnTheGpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without the CUDA backend): the GPU tests need one";
 #ifdef ORBIT_WITH_CUDA
@@ -96,12 +119,12 @@ TEST(Cuda, EveryKernelCaseOnTheGpuMatchesTheCpu) {
   };
   every_case(1e-5, "");
 #ifdef ORBIT_WITH_CUDA
-  // Once more with batch norm through cuDNN (cuda::set_use_cudnn_batch_norm), which accumulates in
-  // float32: 1e-4 of the scale.
-  const bool was = cuda::use_cudnn_batch_norm();
-  cuda::set_use_cudnn_batch_norm(true);
-  every_case(1e-4, " (cuDNN batch norm)");
-  cuda::set_use_cudnn_batch_norm(was);
+  // Once more with batch norm, average pooling and softmax through cuDNN (cuda::set_cudnn_layers),
+  // which accumulates in float32 in its own order: 1e-4 of the scale.
+  const unsigned was = cuda::cudnn_layers();
+  cuda::set_cudnn_layers(cuda::kCudnnAllLayers);
+  every_case(1e-4, " (cuDNN batch norm, pooling, softmax)");
+  cuda::set_cudnn_layers(was);
 #endif
 }
 

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "engine/backend.h"
 
@@ -62,10 +63,20 @@ class EventTimer {
 void set_allow_tf32(bool on);
 bool allow_tf32();
 
-// Batch normalization through cuDNN (training forward and backward) instead of the engine's own
-// kernels. Off by default; ORBIT_CUDA_CUDNN_BN=1 in the environment turns it on (read at first use,
-// unless set before). For measuring which is faster on a GPU (orbit_bench_cuda --cudnn-bn 1).
-void set_use_cudnn_batch_norm(bool on);
-bool use_cudnn_batch_norm();
+// Layers computed through cuDNN instead of the engine's own kernels: batch norm (training forward and
+// backward), average pooling (forward, and adaptive average pooling where the input divides evenly
+// into the output) and softmax / log-softmax (forward and backward). None by default: the own kernels
+// are the ones checked against the CPU backend on every machine. ORBIT_CUDA_CUDNN in the environment
+// (read at first use, unless set_cudnn_layers was called before) takes "none", "all" or a comma list
+// such as "bn,softmax"; orbit_bench_cuda --cudnn takes the same, to measure which is faster on a GPU.
+// Max pooling always uses the own kernels (see engine/cuda/cuda_cudnn_layers.cu for why).
+enum CudnnLayer : unsigned { kCudnnBatchNorm = 1u, kCudnnPooling = 2u, kCudnnSoftmax = 4u };
+constexpr unsigned kCudnnAllLayers = kCudnnBatchNorm | kCudnnPooling | kCudnnSoftmax;
+void set_cudnn_layers(unsigned mask);  // a mask of CudnnLayer bits
+unsigned cudnn_layers();
+bool use_cudnn(CudnnLayer layer);
+// "none" or "" -> 0, "all" -> kCudnnAllLayers, "bn,pool,softmax" (any subset) -> those bits; anything
+// else throws orbit::Error naming the word and what is accepted.
+unsigned parse_cudnn_layers(const std::string& spec);
 
 }  // namespace orbit::cuda

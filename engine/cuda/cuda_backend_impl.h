@@ -5,7 +5,8 @@
 //   cuda_blas.cu         GEMM and batched GEMM through cuBLAS
 //   cuda_conv.cu         conv2d forward and backward through cuDNN
 //   cuda_nn.cu           pooling and batch norm             (kernels/pool.h, kernels/norm.h)
-//   cuda_cudnn_bn.cu     batch norm through cuDNN instead, when switched on (set_use_cudnn_batch_norm)
+//   cuda_cudnn_layers.cu batch norm, average pooling and softmax through cuDNN instead, when switched
+//                        on (set_cudnn_layers)
 //   cuda_index.cu        gather, scatter_add, index_select, index_add (kernels/index.h)
 //   cuda_spatial.cu      flip, roll, grid_sample            (kernels/spatial.h)
 // The engine's own kernels are the templates in kernels/, run here with GpuExec (launch.cuh).
@@ -73,9 +74,15 @@ class CudaBackend final : public Backend {
                             GridPadding padding, bool align_corners, const Tensor& gx, const Tensor& ggrid) override;
 };
 
-// The cuDNN batch-norm backward (cuda_cudnn_bn.cu) when switched on and applicable; false otherwise.
+// The cuDNN paths of cuda_cudnn_layers.cu, which the backend's methods try first: each computes its
+// result and returns true when its layer is switched on (set_cudnn_layers) and cuDNN can take the
+// arguments; otherwise it does nothing and returns false, and the own kernel runs.
 bool cudnn_batch_norm_backward(const Tensor& x, const Tensor& gy, const Tensor& mean, const Tensor& invstd,
                                const Tensor& weight, bool batch_stats, const Tensor& gx, const Tensor& gweight,
                                const Tensor& gbias);
+bool cudnn_avg_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor& out);
+bool cudnn_adaptive_avg_pool2d(const Tensor& x, const Tensor& out);
+bool cudnn_softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out);
+bool cudnn_softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log, const Tensor& gx);
 
 }  // namespace orbit::cuda

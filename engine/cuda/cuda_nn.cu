@@ -1,4 +1,5 @@
-// Pooling and batch normalization on the GPU: the kernels of kernels/pool.h and kernels/norm.h.
+// Pooling and batch normalization on the GPU: the kernels of kernels/pool.h and kernels/norm.h, or
+// cuDNN where switched on (cuda_cudnn_layers.cu).
 #include "engine/cuda/cuda_backend_impl.h"
 #include "engine/cuda/kernels/norm.h"
 #include "engine/cuda/kernels/pool.h"
@@ -13,12 +14,14 @@ void CudaBackend::max_pool2d_backward(const Tensor& gy, const Tensor& indices, c
   kernels::max_pool2d_backward(GpuExec{}, gy, indices, gx);
 }
 void CudaBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, const Tensor& out) {
+  if (cudnn_avg_pool2d(x, p, out)) return;
   kernels::avg_pool2d(GpuExec{}, x, p, out);
 }
 void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, const Tensor& gx) {
   kernels::avg_pool2d_backward(GpuExec{}, gy, p, gx);
 }
 void CudaBackend::adaptive_avg_pool2d(const Tensor& x, const Tensor& out) {
+  if (cudnn_adaptive_avg_pool2d(x, out)) return;
   kernels::adaptive_avg_pool2d(GpuExec{}, x, out);
 }
 void CudaBackend::adaptive_avg_pool2d_backward(const Tensor& gy, const Tensor& gx) {

@@ -6,7 +6,8 @@
 // Without a GPU (or without the CUDA backend in the build) it says so and exits 0.
 //
 //   orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] [--python PATH] [--json OUT] [--tf32 1]
-//                    [--cudnn-bn 1]   (batch norm through cuDNN instead of Orbit's own kernels)
+//                    [--cudnn LAYERS] (LAYERS: none, all, or a list of bn, pool, softmax: those layers
+//                                      through cuDNN instead of Orbit's own kernels)
 //
 // Ratios are PyTorch time / Orbit time (> 1: Orbit is faster).
 #include <unistd.h>
@@ -99,7 +100,8 @@ nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int
 int main(int argc, char** argv) {
   int reps = 10;
   int64_t batch = 64, size = 224;
-  bool tf32 = false, cudnn_bn = false;
+  bool tf32 = false;
+  std::string cudnn = "none";
   std::string model = "resnet50", python = "/usr/bin/python3", json_out;
   bool child = false;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -111,11 +113,11 @@ int main(int argc, char** argv) {
     else if (k == "--python") python = v;
     else if (k == "--json") json_out = v;
     else if (k == "--tf32") tf32 = v == "1";
-    else if (k == "--cudnn-bn") cudnn_bn = v == "1";
+    else if (k == "--cudnn") cudnn = v;
     else if (k == "--child") child = v == "1";
     else {
       std::fprintf(stderr, "unknown option %s\nusage: orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] "
-                           "[--python PATH] [--json OUT] [--tf32 1] [--cudnn-bn 1]\n", k.c_str());
+                           "[--python PATH] [--json OUT] [--tf32 1] [--cudnn none|all|bn,pool,softmax]\n", k.c_str());
       return 2;
     }
   }
@@ -127,12 +129,17 @@ int main(int argc, char** argv) {
   std::printf("orbit_bench_cuda: this build has no CUDA backend (build with CUDA=1 on a machine with the CUDA toolkit); skipped\n");
   return 0;
 #else
+  try {
+    cuda::set_cudnn_layers(cuda::parse_cudnn_layers(cudnn));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "orbit_bench_cuda: --cudnn: %s\n", e.what());
+    return 2;
+  }
   if (cuda::device_count() == 0) {
     std::printf("orbit_bench_cuda: no CUDA device; skipped\n");
     return 0;
   }
   cuda::set_allow_tf32(tf32);
-  cuda::set_use_cudnn_batch_norm(cudnn_bn);
   if (child) {
     std::printf("%s\n", measure(model, batch, size, reps).dump().c_str());
     return 0;
@@ -143,7 +150,7 @@ int main(int argc, char** argv) {
   self[len] = 0;
   const std::string args = " --reps " + std::to_string(reps) + " --batch " + std::to_string(batch) + " --size " +
                            std::to_string(size) + " --model " + model + " --tf32 " + (tf32 ? "1" : "0") +
-                           " --cudnn-bn " + (cudnn_bn ? "1" : "0");
+                           " --cudnn " + cudnn;
   const nlohmann::json o = run_json(std::string(self) + args + " --child 1");
   if (o.is_null()) return 1;
   // The peer script from the source tree this was built from, or, when the binary was carried to
@@ -157,9 +164,10 @@ int main(int argc, char** argv) {
                  std::to_string(reps) + " " + (tf32 ? "1" : "0"));
   else
     std::printf("(no PyTorch peer: %s cannot import torch and torchvision with CUDA)\n", python.c_str());
-  std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, batch norm by %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",
+  std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, through cuDNN: convolutions and %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",
               model.c_str(), static_cast<long long>(batch), static_cast<long long>(size), static_cast<long long>(size),
-              tf32 ? "on" : "off", cudnn_bn ? "cuDNN" : "Orbit's kernels", reps);
+              tf32 ? "on" : "off",
+              cudnn == "none" ? "nothing else (the rest by Orbit's kernels)" : cudnn.c_str(), reps);
   std::printf("%-12s %10s %10s %8s\n", "", "Orbit", "PyTorch", "ratio");
   const double b = static_cast<double>(batch);
   auto row = [&](const char* what, const char* key) {
@@ -177,7 +185,7 @@ int main(int argc, char** argv) {
               b / o["train_gpu_s"].get<double>(), "-");
   std::printf("%-12s %10.0f %10s\n", "peak MB", o["peak_mb"].get<double>(),
               t.is_null() ? "-" : std::to_string(static_cast<long long>(t["peak_mb"].get<double>())).c_str());
-  if (!json_out.empty()) std::ofstream(json_out) << nlohmann::json({{"orbit", o}, {"torch", t}}).dump(2) << "\n";
+  if (!json_out.empty()) std::ofstream(json_out) << nlohmann::json({{"orbit", o}, {"torch", t}, {"cudnn_layers", cudnn}, {"tf32", tf32}}).dump(2) << "\n";
   return 0;
 #endif
 }
