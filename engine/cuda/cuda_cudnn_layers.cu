@@ -48,18 +48,6 @@ int& cudnn_layers_setting() {  // -1: not decided yet (read ORBIT_CUDA_CUDNN at 
   return v;
 }
 
-class TensorDesc {
- public:
-  TensorDesc() { ORBIT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d_)); }
-  ~TensorDesc() { cudnnDestroyTensorDescriptor(d_); }
-  TensorDesc(const TensorDesc&) = delete;
-  TensorDesc& operator=(const TensorDesc&) = delete;
-  cudnnTensorDescriptor_t get() const { return d_; }
-
- private:
-  cudnnTensorDescriptor_t d_ = nullptr;
-};
-
 cudnnDataType_t cudnn_type(DType t) { return t == DType::F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT; }
 
 // Whether cuDNN can take a contiguous float32/64 tensor of n elements viewed as NCHW [a, b, c, d]:
@@ -189,18 +177,6 @@ bool cudnn_batch_norm_backward(const Tensor& x, const Tensor& gy, const Tensor& 
 // ---------------------------------------------------------------------------- pooling
 
 namespace {
-
-class PoolDesc {
- public:
-  PoolDesc() { ORBIT_CUDNN_CHECK(cudnnCreatePoolingDescriptor(&d_)); }
-  ~PoolDesc() { cudnnDestroyPoolingDescriptor(d_); }
-  PoolDesc(const PoolDesc&) = delete;
-  PoolDesc& operator=(const PoolDesc&) = delete;
-  cudnnPoolingDescriptor_t get() const { return d_; }
-
- private:
-  cudnnPoolingDescriptor_t d_ = nullptr;
-};
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 

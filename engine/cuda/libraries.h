@@ -66,3 +66,25 @@ void with_cudnn_handle(const std::function<void(cudnnHandle_t)>& f);
                                             cudnnGetErrorString(orbit_cudnn_status_),                        \
                                             ::orbit::cuda::detail::cudnn_last_error_detail()));              \
   } while (0)
+
+namespace orbit::cuda {
+// A cuDNN descriptor of type D (cudnnTensorDescriptor_t, ...), created with Create and destroyed with
+// Destroy when it goes out of scope; get() is what the calls take.
+template <class D, cudnnStatus_t (*Create)(D*), cudnnStatus_t (*Destroy)(D)>
+class CudnnDescriptor {
+ public:
+  CudnnDescriptor() { ORBIT_CUDNN_CHECK(Create(&d_)); }
+  ~CudnnDescriptor() { Destroy(d_); }
+  CudnnDescriptor(const CudnnDescriptor&) = delete;
+  CudnnDescriptor& operator=(const CudnnDescriptor&) = delete;
+  D get() const { return d_; }
+
+ private:
+  D d_ = nullptr;
+};
+using TensorDesc = CudnnDescriptor<cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor, cudnnDestroyTensorDescriptor>;
+using FilterDesc = CudnnDescriptor<cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor, cudnnDestroyFilterDescriptor>;
+using ConvDesc = CudnnDescriptor<cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor,
+                                 cudnnDestroyConvolutionDescriptor>;
+using PoolDesc = CudnnDescriptor<cudnnPoolingDescriptor_t, cudnnCreatePoolingDescriptor, cudnnDestroyPoolingDescriptor>;
+}  // namespace orbit::cuda
