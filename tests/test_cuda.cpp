@@ -31,6 +31,23 @@ TEST(Cuda, UsingTheGpuWithoutOneIsAClearError) {
 #endif
 }
 
+// How conv2d picks cuDNN's algorithm: the policy's names, and a clear error for any other (host code).
+TEST(Cuda, ConvAlgoPolicySetting) {
+#ifdef ORBIT_WITH_CUDA
+  for (cuda::ConvAlgoPolicy p :
+       {cuda::ConvAlgoPolicy::Deterministic, cuda::ConvAlgoPolicy::Heuristic, cuda::ConvAlgoPolicy::Search})
+    EXPECT_EQ(cuda::parse_conv_algo_policy(cuda::conv_algo_policy_name(p)), p);
+  EXPECT_STREQ(cuda::conv_algo_policy_name(cuda::ConvAlgoPolicy::Search), "search");
+  expect_error([] { cuda::parse_conv_algo_policy("fastest"); }, {"\"fastest\"", "deterministic", "search"});
+  const cuda::ConvAlgoPolicy was = cuda::conv_algo_policy();
+  cuda::set_conv_algo_policy(cuda::ConvAlgoPolicy::Heuristic);
+  EXPECT_EQ(cuda::conv_algo_policy(), cuda::ConvAlgoPolicy::Heuristic);
+  cuda::set_conv_algo_policy(was);
+#else
+  GTEST_SKIP() << "a build without the CUDA backend";
+#endif
+}
+
 // Which layers go through cuDNN: the setting's words, and a clear error for any other (host code: this
 // runs in every build with the CUDA backend, GPU or not).
 TEST(Cuda, CudnnLayersSetting) {
@@ -108,8 +125,9 @@ TEST(Cuda, TensorsOnTheGpu) {
 TEST(Cuda, EveryKernelCaseOnTheGpuMatchesTheCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or a build without the CUDA backend): the GPU tests need one";
   ASSERT_GE(testing::kernel_cases().size(), 20u);
-  auto every_case = [](double min_tol, const std::string& label) {
+  auto every_case = [](double min_tol, const std::string& label, const std::string& only = "") {
     for (const testing::KernelCase& c : testing::kernel_cases()) {
+      if (c.name.find(only) == std::string::npos) continue;
       const std::vector<Tensor> ref = c.run(Device::cpu());
       testing::KernelCase on_gpu = c;
       on_gpu.name += label;
@@ -125,6 +143,14 @@ TEST(Cuda, EveryKernelCaseOnTheGpuMatchesTheCpu) {
   cuda::set_cudnn_layers(cuda::kCudnnAllLayers);
   every_case(1e-4, " (cuDNN batch norm, pooling, softmax)");
   cuda::set_cudnn_layers(was);
+  // The convolution cases with cuDNN's algorithm chosen by the other policies
+  // (cuda::set_conv_algo_policy): the best-ranked one even if not deterministic, and the fastest.
+  const cuda::ConvAlgoPolicy policy = cuda::conv_algo_policy();
+  for (cuda::ConvAlgoPolicy other : {cuda::ConvAlgoPolicy::Heuristic, cuda::ConvAlgoPolicy::Search}) {
+    cuda::set_conv_algo_policy(other);
+    every_case(1e-5, std::string(" (conv algorithm policy ") + cuda::conv_algo_policy_name(other) + ")", "conv2d");
+  }
+  cuda::set_conv_algo_policy(policy);
 #endif
 }
 

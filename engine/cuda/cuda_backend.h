@@ -63,6 +63,20 @@ class EventTimer {
 void set_allow_tf32(bool on);
 bool allow_tf32();
 
+// How conv2d chooses cuDNN's algorithm for each shape (once; the choice is cached), among the
+// algorithms cuDNN's heuristics call usable (engine/cuda/cuda_conv.cu has the details):
+//   Deterministic  the best-ranked deterministic one (the default): the same results on every run;
+//   Heuristic      the best-ranked one, deterministic or not (PyTorch's default choice);
+//   Search         each is run and timed once on the first call of a shape and the fastest is kept
+//                  (PyTorch's cudnn.benchmark = True); results can differ in the last bits between runs.
+// ORBIT_CUDA_CONV_ALGO=deterministic|heuristic|search in the environment sets it (read at first use,
+// unless set_conv_algo_policy was called before); an unknown name is an error naming it.
+enum class ConvAlgoPolicy { Deterministic = 0, Heuristic = 1, Search = 2 };
+void set_conv_algo_policy(ConvAlgoPolicy policy);
+ConvAlgoPolicy conv_algo_policy();
+ConvAlgoPolicy parse_conv_algo_policy(const std::string& name);  // throws orbit::Error on any other name
+const char* conv_algo_policy_name(ConvAlgoPolicy policy);
+
 // Layers computed through cuDNN instead of the engine's own kernels: batch norm (training forward and
 // backward), average pooling (forward, and adaptive average pooling where the input divides evenly
 // into the output) and softmax / log-softmax (forward and backward). None by default: the own kernels

@@ -6,19 +6,26 @@
 //
 // Algorithm choice. cuDNN offers several algorithms per direction; which is fastest depends on the
 // shapes. We ask cuDNN's heuristics (cudnnGet*Algorithm_v7) once per key (direction, dtype, TF32
-// setting, every shape and every convolution parameter) and cache the answer: the algorithm, the math
-// type it runs with and its workspace size. The heuristics were preferred over cudnnFind*AlgorithmEx
-// (which times every algorithm): they run nothing on the GPU, need no big search workspace and no
-// device synchronization, and give the same choice on every run, whereas a timed search can pick a
-// different algorithm from run to run (and so different rounding) depending on timing noise.
-// From cuDNN's ranked list we take the best-ranked algorithm that is supported (status success),
-// DETERMINISTIC (some backward algorithms accumulate with atomics, so their results change in the last
-// bits from run to run; the CPU backend is deterministic and so is this one whenever cuDNN has a
-// deterministic algorithm, which it has for the usual shapes), whose math type respects the TF32
-// setting, and whose workspace fits in the device memory free at the time; only when no deterministic
-// algorithm qualifies is the best non-deterministic one taken. On the first use of a key these
-// candidates are tried in that order and the first one that launches is cached (an algorithm the
-// heuristics report as supported can still refuse at launch, or its workspace can fail to allocate).
+// setting, policy, every shape and every convolution parameter) and cache the answer: the algorithm,
+// the math type it runs with and its workspace size. The usable algorithms are those cuDNN reports as
+// supported (status success), whose math type respects the TF32 setting, and whose workspace fits in
+// the device memory free at the time. Among them, the policy (cuda::set_conv_algo_policy,
+// ORBIT_CUDA_CONV_ALGO) decides:
+//   - "deterministic" (the default): the best-ranked DETERMINISTIC one (some backward algorithms
+//     accumulate with atomics, so their results change in the last bits from run to run; the CPU
+//     backend is deterministic and so is this one whenever cuDNN has a deterministic algorithm, which
+//     it has for the usual shapes); only when none qualifies, the best-ranked other one;
+//   - "heuristic": the best-ranked one, deterministic or not (PyTorch's choice with
+//     torch.backends.cudnn.benchmark off);
+//   - "search": every usable one is run and timed on the real arguments (after a warm-up run) and the
+//     fastest is kept (PyTorch's cudnn.benchmark = True). The first call of each shape pays for the
+//     search, and the choice can differ from run to run with timing noise, so results may differ in
+//     the last bits between runs. (The search is not cudnnFind*AlgorithmEx: timing the candidates
+//     ourselves keeps the same usability rules and the caching allocator's workspace.)
+// The heuristics alone run nothing on the GPU, need no search workspace and give the same choice on
+// every run, which is why they are the default. On the first use of a key the candidates are tried in
+// the policy's order and the first one that launches is cached (an algorithm the heuristics report as
+// supported can still refuse at launch, or its workspace can fail to allocate).
 //
 // cuDNN indexes tensors with 32-bit ints: a batch whose x or y has more than 2^31 - 1 elements runs
 // in slices of whole images (the weight gradient of the later slices is accumulated with beta = 1).
@@ -37,6 +44,8 @@
 // two threads at once, and the algorithm cache is shared; cuDNN calls only enqueue work.
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -87,7 +96,7 @@ class Workspace {
 
 // Everything that decides the algorithm: direction, dtype, TF32, x [N,C,H,W], w [O,Cg,kh,kw],
 // Ho and Wo of y [N,O,Ho,Wo] (implied by the rest, kept for clarity), stride, padding, dilation, groups.
-using Key = std::array<int64_t, 20>;
+using Key = std::array<int64_t, 21>;
 
 struct Choice {
   int algo = 0;  // a cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t, by direction
@@ -146,21 +155,23 @@ std::string status_list(const std::vector<cudnnStatus_t>& statuses) {
 }
 
 // The usable algorithms among cuDNN's ranked heuristic results, in the order we prefer them (see the
-// top of the file): deterministic ones first, each group in cuDNN's ranking. `ws_size(algo, &bytes)`
+// top of the file): deterministic ones first, each group in cuDNN's ranking, or (deterministic_first
+// false) cuDNN's ranking alone. `ws_size(algo, &bytes)`
 // queries the workspace of an algorithm with the convolution descriptor's current math type. Throws
 // when none is usable.
 template <class Perf, class WsSize>
 std::vector<Choice> candidates(const std::vector<Perf>& perf, int returned, cudnnConvolutionDescriptor_t conv,
-                               bool fp32_strict, const WsSize& ws_size, const char* op) {
+                               bool fp32_strict, bool deterministic_first, const WsSize& ws_size, const char* op) {
   const size_t limit = workspace_limit();
   std::vector<Choice> out;
   std::vector<cudnnStatus_t> statuses;
-  for (int pass = 0; pass < 2; ++pass) {
+  // Two passes (deterministic ones, then the others) or one in cuDNN's ranking.
+  for (int pass = 0; pass < (deterministic_first ? 2 : 1); ++pass) {
     for (int i = 0; i < returned; ++i) {
       const Perf& r = perf[i];
       if (pass == 0) statuses.push_back(r.status);
       if (r.status != CUDNN_STATUS_SUCCESS) continue;
-      if ((r.determinism == CUDNN_DETERMINISTIC) != (pass == 0)) continue;
+      if (deterministic_first && (r.determinism == CUDNN_DETERMINISTIC) != (pass == 0)) continue;
       if (r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;  // may compute in float16
       if (fp32_strict && r.mathType == CUDNN_TENSOR_OP_MATH) continue;    // TF32 while it is off
       const cudnnMathType_t math = fp32_strict ? CUDNN_FMA_MATH : r.mathType;
@@ -266,9 +277,11 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
     return CUDNN_STATUS_BAD_PARAM;
   };
 
-  const Key key = {static_cast<int64_t>(dir), static_cast<int64_t>(dtype), tf32 ? 1 : 0, nb, xs[1], xs[2], xs[3],
-                   ws[0], ws[1], ws[2], ws[3], ys[2], ys[3], p.stride_h, p.stride_w, p.pad_h, p.pad_w,
-                   p.dilation_h, p.dilation_w, p.groups};
+  const ConvAlgoPolicy policy = conv_algo_policy();
+  const bool det_first = policy == ConvAlgoPolicy::Deterministic;
+  const Key key = {static_cast<int64_t>(dir), static_cast<int64_t>(dtype), tf32 ? 1 : 0,
+                   static_cast<int64_t>(policy), nb, xs[1], xs[2], xs[3], ws[0], ws[1], ws[2], ws[3], ys[2], ys[3],
+                   p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups};
   auto found = s.cache.find(key);
   if (found != s.cache.end()) {
     const Choice& c = found->second;
@@ -290,7 +303,8 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
       ORBIT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x_desc.get(), w_desc.get(), conv_desc.get(),
                                                                y_desc.get(), static_cast<int>(perf.size()),
                                                                &returned, perf.data()));
-      list = candidates(perf, std::min<int>(returned, static_cast<int>(perf.size())), conv_desc.get(), fp32_strict,
+      list = candidates(perf, std::min<int>(returned, static_cast<int>(perf.size())), conv_desc.get(),
+                        fp32_strict, det_first,
                         [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
                           return cudnnGetConvolutionForwardWorkspaceSize(h, x_desc.get(), w_desc.get(),
                                                                          conv_desc.get(), y_desc.get(), algo, bytes);
@@ -304,7 +318,8 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
       ORBIT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w_desc.get(), y_desc.get(), conv_desc.get(),
                                                                     x_desc.get(), static_cast<int>(perf.size()),
                                                                     &returned, perf.data()));
-      list = candidates(perf, std::min<int>(returned, static_cast<int>(perf.size())), conv_desc.get(), fp32_strict,
+      list = candidates(perf, std::min<int>(returned, static_cast<int>(perf.size())), conv_desc.get(),
+                        fp32_strict, det_first,
                         [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
                           return cudnnGetConvolutionBackwardDataWorkspaceSize(h, w_desc.get(), y_desc.get(),
                                                                               conv_desc.get(), x_desc.get(), algo,
@@ -320,7 +335,8 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
                                                                       conv_desc.get(), w_desc.get(),
                                                                       static_cast<int>(perf.size()), &returned,
                                                                       perf.data()));
-      list = candidates(perf, std::min<int>(returned, static_cast<int>(perf.size())), conv_desc.get(), fp32_strict,
+      list = candidates(perf, std::min<int>(returned, static_cast<int>(perf.size())), conv_desc.get(),
+                        fp32_strict, det_first,
                         [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
                           return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x_desc.get(), y_desc.get(),
                                                                                 conv_desc.get(), w_desc.get(), algo,
@@ -330,6 +346,31 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
       break;
     }
   }
+  // The search: time every candidate (a warm-up run, then a timed one) and try the fastest first. Not
+  // when accumulating into the result (the later slices of a huge batch), which every run would add to.
+  if (policy == ConvAlgoPolicy::Search && !accumulate && list.size() > 1) {
+    std::vector<std::pair<double, size_t>> times;
+    for (size_t i = 0; i < list.size(); ++i) {
+      try {
+        if (execute(list[i]) != CUDNN_STATUS_SUCCESS) {
+          cudaGetLastError();
+          continue;
+        }
+        EventTimer timer;
+        timer.start();
+        const cudnnStatus_t st = execute(list[i]);
+        const double ms = timer.stop_ms();
+        if (st == CUDNN_STATUS_SUCCESS) times.emplace_back(ms, i);
+      } catch (const Error&) {  // the workspace could not be allocated
+        cudaGetLastError();
+      }
+    }
+    std::stable_sort(times.begin(), times.end());
+    std::vector<Choice> by_time;
+    for (const auto& t : times) by_time.push_back(list[t.second]);
+    if (!by_time.empty()) list = by_time;  // none ran: the loop below reports every failure
+  }
+
   std::string failures;
   for (const Choice& c : list) {
     cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
@@ -396,6 +437,48 @@ void run(Direction dir, const Tensor& x, const Tensor& w, const Tensor& y, const
 }
 
 }  // namespace
+
+namespace {
+std::atomic<int> g_conv_policy{-1};  // -1: not decided yet (ORBIT_CUDA_CONV_ALGO is read at first use)
+}  // namespace
+
+ConvAlgoPolicy parse_conv_algo_policy(const std::string& name) {
+  if (name == "deterministic") return ConvAlgoPolicy::Deterministic;
+  if (name == "heuristic") return ConvAlgoPolicy::Heuristic;
+  if (name == "search") return ConvAlgoPolicy::Search;
+  throw Error(str_cat("conv algorithm policy: unknown policy \"", name,
+                      "\"; expected \"deterministic\", \"heuristic\" or \"search\""));
+}
+
+const char* conv_algo_policy_name(ConvAlgoPolicy p) {
+  switch (p) {
+    case ConvAlgoPolicy::Deterministic: return "deterministic";
+    case ConvAlgoPolicy::Heuristic: return "heuristic";
+    case ConvAlgoPolicy::Search: return "search";
+  }
+  return "deterministic";
+}
+
+void set_conv_algo_policy(ConvAlgoPolicy p) { g_conv_policy.store(static_cast<int>(p)); }
+
+ConvAlgoPolicy conv_algo_policy() {
+  int v = g_conv_policy.load();
+  if (v < 0) {
+    const char* e = std::getenv("ORBIT_CUDA_CONV_ALGO");
+    ConvAlgoPolicy p = ConvAlgoPolicy::Deterministic;
+    if (e && *e) {
+      try {
+        p = parse_conv_algo_policy(e);
+      } catch (const Error& err) {
+        throw Error(str_cat("ORBIT_CUDA_CONV_ALGO: ", err.what()));
+      }
+    }
+    int unset = -1;
+    g_conv_policy.compare_exchange_strong(unset, static_cast<int>(p));  // an explicit set wins
+    v = g_conv_policy.load();
+  }
+  return static_cast<ConvAlgoPolicy>(v);
+}
 
 void with_cudnn_handle(const std::function<void(cudnnHandle_t)>& f) {
   CudnnState& s = cudnn_state();

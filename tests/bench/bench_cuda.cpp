@@ -8,6 +8,9 @@
 //   orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] [--python PATH] [--json OUT] [--tf32 1]
 //                    [--cudnn LAYERS] (LAYERS: none, all, or a list of bn, pool, softmax: those layers
 //                                      through cuDNN instead of Orbit's own kernels)
+//                    [--conv POLICY]  (how cuDNN's convolution algorithms are chosen: deterministic,
+//                                      heuristic or search; with search, PyTorch runs with
+//                                      torch.backends.cudnn.benchmark = True, its equivalent)
 //
 // Ratios are PyTorch time / Orbit time (> 1: Orbit is faster).
 #include <unistd.h>
@@ -101,7 +104,7 @@ int main(int argc, char** argv) {
   int reps = 10;
   int64_t batch = 64, size = 224;
   bool tf32 = false;
-  std::string cudnn = "none";
+  std::string cudnn = "none", conv = "deterministic";
   std::string model = "resnet50", python = "/usr/bin/python3", json_out;
   bool child = false;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -114,10 +117,12 @@ int main(int argc, char** argv) {
     else if (k == "--json") json_out = v;
     else if (k == "--tf32") tf32 = v == "1";
     else if (k == "--cudnn") cudnn = v;
+    else if (k == "--conv") conv = v;
     else if (k == "--child") child = v == "1";
     else {
       std::fprintf(stderr, "unknown option %s\nusage: orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] "
-                           "[--python PATH] [--json OUT] [--tf32 1] [--cudnn none|all|bn,pool,softmax]\n", k.c_str());
+                           "[--python PATH] [--json OUT] [--tf32 1] [--cudnn none|all|bn,pool,softmax] "
+                           "[--conv deterministic|heuristic|search]\n", k.c_str());
       return 2;
     }
   }
@@ -131,8 +136,9 @@ int main(int argc, char** argv) {
 #else
   try {
     cuda::set_cudnn_layers(cuda::parse_cudnn_layers(cudnn));
+    cuda::set_conv_algo_policy(cuda::parse_conv_algo_policy(conv));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "orbit_bench_cuda: --cudnn: %s\n", e.what());
+    std::fprintf(stderr, "orbit_bench_cuda: %s\n", e.what());
     return 2;
   }
   if (cuda::device_count() == 0) {
@@ -150,7 +156,7 @@ int main(int argc, char** argv) {
   self[len] = 0;
   const std::string args = " --reps " + std::to_string(reps) + " --batch " + std::to_string(batch) + " --size " +
                            std::to_string(size) + " --model " + model + " --tf32 " + (tf32 ? "1" : "0") +
-                           " --cudnn " + cudnn;
+                           " --cudnn " + cudnn + " --conv " + conv;
   const nlohmann::json o = run_json(std::string(self) + args + " --child 1");
   if (o.is_null()) return 1;
   // The peer script from the source tree this was built from, or, when the binary was carried to
@@ -161,12 +167,12 @@ int main(int argc, char** argv) {
   nlohmann::json t = nullptr;
   if (have_torch)
     t = run_json(python + " " + peer + " " + model + " " + std::to_string(batch) + " " + std::to_string(size) + " " +
-                 std::to_string(reps) + " " + (tf32 ? "1" : "0"));
+                 std::to_string(reps) + " " + (tf32 ? "1" : "0") + " " + (conv == "search" ? "1" : "0"));
   else
     std::printf("(no PyTorch peer: %s cannot import torch and torchvision with CUDA)\n", python.c_str());
-  std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, through cuDNN: convolutions and %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",
+  std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, through cuDNN: convolutions (algorithms: %s) and %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",
               model.c_str(), static_cast<long long>(batch), static_cast<long long>(size), static_cast<long long>(size),
-              tf32 ? "on" : "off",
+              tf32 ? "on" : "off", conv.c_str(),
               cudnn == "none" ? "nothing else (the rest by Orbit's kernels)" : cudnn.c_str(), reps);
   std::printf("%-12s %10s %10s %8s\n", "", "Orbit", "PyTorch", "ratio");
   const double b = static_cast<double>(batch);
@@ -185,7 +191,7 @@ int main(int argc, char** argv) {
               b / o["train_gpu_s"].get<double>(), "-");
   std::printf("%-12s %10.0f %10s\n", "peak MB", o["peak_mb"].get<double>(),
               t.is_null() ? "-" : std::to_string(static_cast<long long>(t["peak_mb"].get<double>())).c_str());
-  if (!json_out.empty()) std::ofstream(json_out) << nlohmann::json({{"orbit", o}, {"torch", t}, {"cudnn_layers", cudnn}, {"tf32", tf32}}).dump(2) << "\n";
+  if (!json_out.empty()) std::ofstream(json_out) << nlohmann::json({{"orbit", o}, {"torch", t}, {"cudnn_layers", cudnn}, {"conv_algo", conv}, {"tf32", tf32}}).dump(2) << "\n";
   return 0;
 #endif
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """PyTorch GPU peer for bench_cuda: a torchvision model's training step and inference on cuda:0.
 
-Usage: peer_torch_cuda.py MODEL BATCH SIZE REPS TF32
+Usage: peer_torch_cuda.py MODEL BATCH SIZE REPS TF32 [BENCHMARK]
 Prints JSON {"torch": version, "train_s", "infer_s": median seconds, "peak_mb": max_memory_allocated}.
-Eager mode, float32; TF32 for matmuls and cuDNN as asked (0: off, as Orbit's default). Training step:
+Eager mode, float32; TF32 for matmuls and cuDNN as asked (0: off, as Orbit's default);
+torch.backends.cudnn.benchmark as asked (0, the default: off; 1: timed search of the convolution
+algorithms, the equivalent of Orbit's conv algorithm policy "search"). Training step:
 train mode, forward, cross-entropy, backward, SGD (lr 0.01, momentum 0.9), gradients set to None first.
 One warm-up of each, then the median of REPS timed runs, each ended by torch.cuda.synchronize().
 """
@@ -33,6 +35,7 @@ def main():
     name, batch, size, reps, tf32 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = len(sys.argv) > 6 and sys.argv[6] == "1"
     torch.manual_seed(0)
     dev = torch.device("cuda:0")
     m = getattr(torchvision.models, name)().to(dev)
