@@ -145,10 +145,12 @@ TEST(Cuda, EveryKernelCaseOnTheGpuMatchesTheCpu) {
   cuda::set_cudnn_layers(was);
   // The convolution cases with cuDNN's algorithm chosen by the other policies
   // (cuda::set_conv_algo_policy): the best-ranked one even if not deterministic, and the fastest.
+  // These may pick transform-domain algorithms (FFT, Winograd), which round differently from a direct
+  // sum: 1e-4 of the scale (a wrong descriptor or algorithm gives errors of order 1).
   const cuda::ConvAlgoPolicy policy = cuda::conv_algo_policy();
   for (cuda::ConvAlgoPolicy other : {cuda::ConvAlgoPolicy::Heuristic, cuda::ConvAlgoPolicy::Search}) {
     cuda::set_conv_algo_policy(other);
-    every_case(1e-5, std::string(" (conv algorithm policy ") + cuda::conv_algo_policy_name(other) + ")", "conv2d");
+    every_case(1e-4, std::string(" (conv algorithm policy ") + cuda::conv_algo_policy_name(other) + ")", "conv2d");
   }
   cuda::set_conv_algo_policy(policy);
 #endif
