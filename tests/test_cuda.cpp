@@ -31,6 +31,20 @@ TEST(Cuda, UsingTheGpuWithoutOneIsAClearError) {
 #endif
 }
 
+// The TF32 switch: an explicit set wins over the environment, both ways (host code).
+TEST(Cuda, Tf32Setting) {
+#ifdef ORBIT_WITH_CUDA
+  const bool was = cuda::allow_tf32();
+  cuda::set_allow_tf32(true);
+  EXPECT_TRUE(cuda::allow_tf32());
+  cuda::set_allow_tf32(false);
+  EXPECT_FALSE(cuda::allow_tf32());
+  cuda::set_allow_tf32(was);
+#else
+  GTEST_SKIP() << "a build without the CUDA backend";
+#endif
+}
+
 // How conv2d picks cuDNN's algorithm: the policy's names, and a clear error for any other (host code).
 TEST(Cuda, ConvAlgoPolicySetting) {
 #ifdef ORBIT_WITH_CUDA

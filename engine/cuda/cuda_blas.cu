@@ -21,10 +21,8 @@
 // runtime is torn down). Calls are serialized by a mutex, since the handle's stream and math mode are
 // shared state; cuBLAS calls only enqueue work, so the lock is held briefly.
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <climits>
-#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -40,11 +38,9 @@ namespace orbit::cuda {
 
 namespace {
 
-// -1: not decided yet (the environment is read on first use), 0: off, 1: on.
-std::atomic<int> g_tf32{-1};
+EnvSetting g_tf32("ORBIT_CUDA_TF32");  // 0: off, 1: on
 
-bool tf32_from_environment() {
-  const char* v = std::getenv("ORBIT_CUDA_TF32");
+bool tf32_from_environment(const char* v) {
   if (!v) return false;
   std::string s(v);
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -53,16 +49,10 @@ bool tf32_from_environment() {
 
 }  // namespace
 
-void set_allow_tf32(bool on) { g_tf32.store(on ? 1 : 0); }
+void set_allow_tf32(bool on) { g_tf32.set(on ? 1 : 0); }
 
 bool allow_tf32() {
-  int v = g_tf32.load();
-  if (v < 0) {
-    int unset = -1;
-    g_tf32.compare_exchange_strong(unset, tf32_from_environment() ? 1 : 0);  // an explicit set wins
-    v = g_tf32.load();
-  }
-  return v == 1;
+  return g_tf32.get([](const char* v) { return tf32_from_environment(v) ? 1 : 0; }) == 1;
 }
 
 // ---------------------------------------------------------------------------- GEMM

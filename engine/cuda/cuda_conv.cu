@@ -44,8 +44,6 @@
 // two threads at once, and the algorithm cache is shared; cuDNN calls only enqueue work.
 #include <algorithm>
 #include <array>
-#include <atomic>
-#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -94,7 +92,7 @@ class Workspace {
 
 // ---------------------------------------------------------------------------- handle and cache
 
-// Everything that decides the algorithm: direction, dtype, TF32, x [N,C,H,W], w [O,Cg,kh,kw],
+// Everything that decides the algorithm: direction, dtype, TF32, policy, x [N,C,H,W], w [O,Cg,kh,kw],
 // Ho and Wo of y [N,O,Ho,Wo] (implied by the rest, kept for clarity), stride, padding, dilation, groups.
 using Key = std::array<int64_t, 21>;
 
@@ -156,9 +154,8 @@ std::string status_list(const std::vector<cudnnStatus_t>& statuses) {
 
 // The usable algorithms among cuDNN's ranked heuristic results, in the order we prefer them (see the
 // top of the file): deterministic ones first, each group in cuDNN's ranking, or (deterministic_first
-// false) cuDNN's ranking alone. `ws_size(algo, &bytes)`
-// queries the workspace of an algorithm with the convolution descriptor's current math type. Throws
-// when none is usable.
+// false) cuDNN's ranking alone. `ws_size(algo, &bytes)` queries the workspace of an algorithm with the
+// convolution descriptor's current math type. Throws when none is usable.
 template <class Perf, class WsSize>
 std::vector<Choice> candidates(const std::vector<Perf>& perf, int returned, cudnnConvolutionDescriptor_t conv,
                                bool fp32_strict, bool deterministic_first, const WsSize& ws_size, const char* op) {
@@ -217,7 +214,7 @@ void run_images(CudnnState& s, Direction dir, DType dtype, bool tf32, const Shap
   const size_t esize = dtype_size(dtype);
   x += static_cast<size_t>(n0 * xs[1] * xs[2] * xs[3]) * esize;
   y += static_cast<size_t>(n0 * ys[1] * ys[2] * ys[3]) * esize;
-  const cudnnDataType_t dt = is_f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  const cudnnDataType_t dt = cudnn_data_type(dtype);
   const bool fp32_strict = !is_f64 && !tf32;
   const cudnnMathType_t base_math = fp32_strict ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 
@@ -439,7 +436,7 @@ void run(Direction dir, const Tensor& x, const Tensor& w, const Tensor& y, const
 }  // namespace
 
 namespace {
-std::atomic<int> g_conv_policy{-1};  // -1: not decided yet (ORBIT_CUDA_CONV_ALGO is read at first use)
+EnvSetting g_conv_policy("ORBIT_CUDA_CONV_ALGO");  // a ConvAlgoPolicy
 }  // namespace
 
 ConvAlgoPolicy parse_conv_algo_policy(const std::string& name) {
@@ -459,25 +456,12 @@ const char* conv_algo_policy_name(ConvAlgoPolicy p) {
   return "deterministic";
 }
 
-void set_conv_algo_policy(ConvAlgoPolicy p) { g_conv_policy.store(static_cast<int>(p)); }
+void set_conv_algo_policy(ConvAlgoPolicy p) { g_conv_policy.set(static_cast<int>(p)); }
 
 ConvAlgoPolicy conv_algo_policy() {
-  int v = g_conv_policy.load();
-  if (v < 0) {
-    const char* e = std::getenv("ORBIT_CUDA_CONV_ALGO");
-    ConvAlgoPolicy p = ConvAlgoPolicy::Deterministic;
-    if (e && *e) {
-      try {
-        p = parse_conv_algo_policy(e);
-      } catch (const Error& err) {
-        throw Error(str_cat("ORBIT_CUDA_CONV_ALGO: ", err.what()));
-      }
-    }
-    int unset = -1;
-    g_conv_policy.compare_exchange_strong(unset, static_cast<int>(p));  // an explicit set wins
-    v = g_conv_policy.load();
-  }
-  return static_cast<ConvAlgoPolicy>(v);
+  return static_cast<ConvAlgoPolicy>(g_conv_policy.get([](const char* v) {
+    return static_cast<int>(v && *v ? parse_conv_algo_policy(v) : ConvAlgoPolicy::Deterministic);
+  }));
 }
 
 void with_cudnn_handle(const std::function<void(cudnnHandle_t)>& f) {

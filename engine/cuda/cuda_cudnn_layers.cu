@@ -29,7 +29,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <string>
 
 #include "engine/cuda/cuda_backend.h"
@@ -43,12 +42,7 @@ namespace orbit::cuda {
 
 namespace {
 
-int& cudnn_layers_setting() {  // -1: not decided yet (read ORBIT_CUDA_CUDNN at first use)
-  static int v = -1;
-  return v;
-}
-
-cudnnDataType_t cudnn_type(DType t) { return t == DType::F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT; }
+EnvSetting g_cudnn_layers("ORBIT_CUDA_CUDNN");  // a mask of CudnnLayer bits
 
 // Whether cuDNN can take a contiguous float32/64 tensor of n elements viewed as NCHW [a, b, c, d]:
 // every size positive and the element count (so every stride) fitting an int.
@@ -57,7 +51,7 @@ bool describable_4d(const Tensor& t, int64_t a, int64_t b, int64_t c, int64_t d)
 }
 
 void set_4d(const TensorDesc& desc, DType dtype, int64_t a, int64_t b, int64_t c, int64_t d) {
-  ORBIT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc.get(), CUDNN_TENSOR_NCHW, cudnn_type(dtype), static_cast<int>(a),
+  ORBIT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc.get(), CUDNN_TENSOR_NCHW, cudnn_data_type(dtype), static_cast<int>(a),
                                                static_cast<int>(b), static_cast<int>(c), static_cast<int>(d)));
 }
 
@@ -109,20 +103,12 @@ unsigned parse_cudnn_layers(const std::string& spec) {
 void set_cudnn_layers(unsigned mask) {
   ORBIT_CHECK(mask <= kCudnnAllLayers, "set_cudnn_layers: expected a mask of CudnnLayer bits (at most ",
               kCudnnAllLayers, "), got ", mask);
-  cudnn_layers_setting() = static_cast<int>(mask);
+  g_cudnn_layers.set(static_cast<int>(mask));
 }
 
 unsigned cudnn_layers() {
-  int& v = cudnn_layers_setting();
-  if (v < 0) {
-    const char* e = std::getenv("ORBIT_CUDA_CUDNN");
-    try {
-      v = static_cast<int>(parse_cudnn_layers(e ? e : ""));
-    } catch (const Error& err) {
-      throw Error(str_cat("ORBIT_CUDA_CUDNN: ", err.what()));
-    }
-  }
-  return static_cast<unsigned>(v);
+  return static_cast<unsigned>(
+      g_cudnn_layers.get([](const char* v) { return static_cast<int>(parse_cudnn_layers(v ? v : "")); }));
 }
 
 bool use_cudnn(CudnnLayer layer) { return (cudnn_layers() & layer) != 0; }

@@ -6,7 +6,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 
 #include "engine/cuda/kernels/common.h"
 #include "engine/error.h"
@@ -27,6 +29,37 @@ void* device_allocate(size_t nbytes);
 void device_free(void* p);
 // The stream every kernel, copy, cuBLAS and cuDNN call of the backend runs on.
 cudaStream_t stream();
+
+// A process-wide switch of the backend held as a non-negative int (TF32, the convolution algorithm
+// policy, the cuDNN layers): decided at its first read from an environment variable, unless set()
+// came first (an explicit set wins over the environment). from_env gets the variable's value, or
+// nullptr when it is unset, and returns the setting; an orbit::Error it throws is reported with the
+// variable's name.
+class EnvSetting {
+ public:
+  constexpr explicit EnvSetting(const char* variable) : variable_(variable) {}
+  template <class FromEnv>
+  int get(const FromEnv& from_env) {
+    int v = v_.load();
+    if (v < 0) {
+      int decided = 0;
+      try {
+        decided = from_env(std::getenv(variable_));
+      } catch (const Error& e) {
+        throw Error(str_cat(variable_, ": ", e.what()));
+      }
+      int unset = -1;
+      v_.compare_exchange_strong(unset, decided);
+      v = v_.load();
+    }
+    return v;
+  }
+  void set(int v) { v_.store(v); }
+
+ private:
+  const char* variable_;
+  std::atomic<int> v_{-1};  // -1: not decided yet
+};
 
 template <class F>
 __global__ void launch_kernel(int64_t n, F f) {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 
+#include "engine/dtype.h"
 #include "engine/error.h"
 
 namespace orbit::cuda::detail {
@@ -40,6 +41,9 @@ class CudnnScalar {
   float f_;
   bool f64_;
 };
+
+// cuDNN's data type for float32 or float64 data (computed in the same type).
+inline cudnnDataType_t cudnn_data_type(DType t) { return t == DType::F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT; }
 
 // Runs f with the backend's cuDNN handle (bound to its stream), holding the handle's lock
 // (cuda_conv.cu).
