@@ -35,7 +35,8 @@ Conv2dParams params(int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, 
 // path without im2col, non-square kernels, batch sizes that do and do not split evenly over
 // threads (N = 1, 3, 5; the split needs at least 1M multiply-adds), several small images per GEMM
 // (N >= 4: two or more images per thread with outputs far below the 512-column target), and large
-// images whose column matrix exceeds the 1M element budget and is built in bands of output rows.
+// images whose column matrix exceeds the 1M element budget and is built in bands of output rows,
+// and outputs as wide as the inputs at stride 1 (a plane-at-a-time im2col and col2im).
 const std::vector<ConvCase>& conv_cases() {
   static const std::vector<ConvCase> cases = {
       {"basic3x3", 2, 3, 7, 9, 4, 3, 3, params(1, 1, 1, 1, 1, 1, 1)},
@@ -69,6 +70,14 @@ const std::vector<ConvCase>& conv_cases() {
       {"multi_image_pointwise", 5, 64, 6, 7, 96, 1, 1, params(1, 1, 0, 0, 1, 1, 1)},
       {"row_bands", 2, 16, 90, 90, 3, 3, 3, params(1, 1, 1, 1, 1, 1, 1)},
       {"row_bands_s2_d2", 1, 8, 151, 150, 2, 5, 5, params(2, 2, 3, 2, 2, 1, 1)},
+      // Stride 1 with outputs as wide as the inputs: im2col and col2im copy whole planes (their
+      // contiguous path). A 5x5 kernel (two wrapped columns per edge), rows entirely in the padding
+      // (pad_h 3 > kh / 2, taller outputs than inputs), a one-pixel-wide input (no column inside),
+      // and 28x28 images several to a block, as in the study's model.
+      {"same_width_5x5", 2, 3, 7, 6, 4, 5, 5, params(1, 1, 2, 2, 1, 1, 1)},
+      {"same_width_tall_padding", 3, 4, 9, 8, 5, 5, 3, params(1, 1, 3, 1, 1, 1, 1)},
+      {"same_width_one_column", 2, 3, 5, 1, 4, 3, 3, params(1, 1, 1, 1, 1, 1, 1)},
+      {"same_width_28x28_blocks", 6, 16, 28, 28, 16, 3, 3, params(1, 1, 1, 1, 1, 1, 1)},
   };
   return cases;
 }

@@ -138,11 +138,52 @@ struct Tiling {
   }
 };
 
+// Stride 1 with outputs as wide as the inputs (3x3 with padding 1, 5x5 with padding 2, dilated
+// kernels with matching padding): output row i of kernel row ki reads input row i - ph + ki * dh, and
+// those rows follow each other in both x and the column matrix, so the rows [a, e) of a band that lie
+// inside the image are one contiguous run, the input shifted by `off` along the row. The few entries of
+// the run that wrapped around a row edge (j < lo or j >= hi) are the padding: im2col clears them after
+// one copy, and col2im clears them in its scratch column matrix before one accumulation. For 28x28
+// images this replaces a call per 28-element row by a call per plane.
+inline bool rows_contiguous(const ConvGeom& g) {
+  return g.p.stride_h == 1 && g.p.stride_w == 1 && g.Wo == g.W;
+}
+
+// For rows_contiguous geometries: the output rows [a, e) of band [i0, i1) whose input row
+// i - ph + ki * dh lies in [0, H) (a == e when none does).
+inline void inside_rows(const ConvGeom& g, int64_t ki, int64_t i0, int64_t i1, int64_t& a, int64_t& e) {
+  const int64_t shift = ki * g.p.dilation_h - g.p.pad_h;  // ih = i + shift
+  a = std::max(i0, -shift);
+  e = std::min(i1, g.H - shift);
+  if (e < a) e = a;
+}
+
+// Clears n elements, n being a few (the columns a kernel reaches into the padding): a plain loop,
+// where a memset call per output row would cost more than the row's copy.
+template <class T>
+inline void clear_few(T* p, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    p[k] = T(0);
+    asm volatile("" ::: "memory");  // keeps the compiler from turning this loop back into a memset call
+  }
+}
+
+// Clears the wrapped entries of the band rows [a, e) (columns [0, lo) and [hi, Wo) of each): the end
+// of one row and the start of the next are adjacent, so one span per row boundary.
+template <class T>
+void clear_wrapped(T* band, int64_t a, int64_t e, int64_t lo, int64_t hi, int64_t Wo) {
+  if (lo == 0 && hi == Wo) return;
+  clear_few(band + a * Wo, lo);
+  for (int64_t i = a; i + 1 < e; ++i) clear_few(band + i * Wo + hi, Wo - hi + lo);
+  clear_few(band + (e - 1) * Wo + hi, Wo - hi);
+}
+
 // col [K, blk.cols()] for group grp of the block's images (formula at the top of the file).
 template <class T>
 void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col) {
   const Conv2dParams& p = g.p;
   const int64_t cols = blk.cols(g), per_image = (blk.i1 - blk.i0) * g.Wo;
+  const bool contiguous = rows_contiguous(g);
   parallel_for(0, g.K, std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t c = r / (g.kh * g.kw), ki = (r / g.kw) % g.kh, kj = r % g.kw;
@@ -151,6 +192,25 @@ void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col
       valid_range(g.Wo, p.stride_w, off, g.W, lo, hi);
       for (int64_t b = 0; b < blk.nb; ++b) {
         const T* plane = x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W;
+        if (contiguous) {
+          T* band = col + r * cols + b * per_image;  // output row i of the block at (i - i0) * Wo
+          int64_t a, e;
+          inside_rows(g, ki, blk.i0, blk.i1, a, e);
+          a -= blk.i0, e -= blk.i0;  // rows of the band
+          const int64_t rows = blk.i1 - blk.i0;
+          std::fill(band, band + a * g.Wo, T(0));
+          std::fill(band + e * g.Wo, band + rows * g.Wo, T(0));
+          if (a == e) continue;
+          if (lo >= hi) {
+            std::fill(band + a * g.Wo, band + e * g.Wo, T(0));
+            continue;
+          }
+          // Band row a, column lo reads x[a + i0 + shift][lo + off].
+          const int64_t first = (a + blk.i0 + ki * p.dilation_h - p.pad_h) * g.W + lo + off;
+          std::memcpy(band + a * g.Wo + lo, plane + first, ((e - a - 1) * g.Wo + hi - lo) * sizeof(T));
+          clear_wrapped(band, a, e, lo, hi, g.Wo);
+          continue;
+        }
         for (int64_t i = blk.i0; i < blk.i1; ++i) {
           T* dst = col + r * cols + b * per_image + (i - blk.i0) * g.Wo;
           const int64_t ih = i * p.stride_h - p.pad_h + ki * p.dilation_h;
@@ -159,13 +219,13 @@ void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col
             continue;
           }
           const T* src = plane + ih * g.W + off;
-          std::fill(dst, dst + lo, T(0));
+          clear_few(dst, lo);
           if (p.stride_w == 1) {
             std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(T));
           } else {
             for (int64_t j = lo; j < hi; ++j) dst[j] = src[j * p.stride_w];
           }
-          std::fill(dst + hi, dst + g.Wo, T(0));
+          clear_few(dst + hi, g.Wo - hi);
         }
       }
     }
@@ -173,12 +233,14 @@ void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col
 }
 
 // The adjoint of im2col: x[n][c][ih][iw] += col[...] for every column entry that im2col read from
-// (ih, iw). Input planes are independent, so they run in parallel.
+// (ih, iw). Input planes are independent, so they run in parallel. col is scratch: for
+// rows_contiguous geometries its wrapped entries are cleared (see above).
 template <class T>
-void col2im(const T* col, const ConvGeom& g, int64_t grp, const Block& blk, T* x) {
+void col2im(T* col, const ConvGeom& g, int64_t grp, const Block& blk, T* x) {
   const Conv2dParams& p = g.p;
   const int64_t cols = blk.cols(g), per_image = (blk.i1 - blk.i0) * g.Wo;
   const int64_t plane_work = std::max<int64_t>(g.kh * g.kw * per_image, 1);
+  const bool contiguous = rows_contiguous(g);
   parallel_for(0, blk.nb * g.Cg, std::max<int64_t>(1, 32768 / plane_work), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t b = q / g.Cg, c = q % g.Cg;
@@ -189,6 +251,19 @@ void col2im(const T* col, const ConvGeom& g, int64_t grp, const Block& blk, T* x
           const int64_t off = kj * p.dilation_w - p.pad_w;
           int64_t lo, hi;
           valid_range(g.Wo, p.stride_w, off, g.W, lo, hi);
+          if (contiguous) {
+            int64_t a, e;
+            inside_rows(g, ki, blk.i0, blk.i1, a, e);
+            if (a == e || lo >= hi) continue;
+            T* band = col + r * cols + b * per_image;
+            a -= blk.i0, e -= blk.i0;
+            clear_wrapped(band, a, e, lo, hi, g.Wo);
+            T* dst = plane + (a + blk.i0 + ki * p.dilation_h - p.pad_h) * g.W + lo + off;
+            const T* src = band + a * g.Wo + lo;
+            const int64_t n = (e - a - 1) * g.Wo + hi - lo;
+            for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
+            continue;
+          }
           for (int64_t i = blk.i0; i < blk.i1; ++i) {
             const int64_t ih = i * p.stride_h - p.pad_h + ki * p.dilation_h;
             if (ih < 0 || ih >= g.H) continue;

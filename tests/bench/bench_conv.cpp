@@ -1,7 +1,8 @@
 // conv2d forward + backward (input and weight gradients) on the convolution shapes of ResNet-50 at
-// batch 8, against PyTorch CPU measured in the same run on the same machine and thread count.
+// batch 8 (or of resnet_small on 28x28 images, the equivariant fine-tuning study's model, with --net),
+// against PyTorch CPU measured in the same run on the same machine and thread count.
 //
-//   orbit_bench_conv [--threads N] [--reps R] [--batch B] [--python PATH] [--json OUT]
+//   orbit_bench_conv [--threads N] [--reps R] [--batch B] [--net resnet50|resnet_small] [--python PATH] [--json OUT]
 //
 // Prints one row per shape: Orbit ms, PyTorch ms, ratio = PyTorch time / Orbit time (> 1: Orbit is
 // faster), and the totals weighted by how often each shape occurs in ResNet-50.
@@ -28,11 +29,11 @@ namespace {
 struct ConvShape {
   const char* where;
   int64_t cin, cout, h, w, k, stride, pad;
-  int count;  // occurrences in ResNet-50
+  int count;  // occurrences in the network
 };
 
 // torchvision resnet50 (stride on the 3x3 conv of the first bottleneck of layers 2-4), 224x224 input.
-const std::vector<ConvShape> kShapes = {
+const std::vector<ConvShape> kShapes50 = {
     {"conv1 7x7/2", 3, 64, 224, 224, 7, 2, 3, 1},
     {"layer1 1x1 64->64", 64, 64, 56, 56, 1, 1, 0, 1},
     {"layer1 3x3 64", 64, 64, 56, 56, 3, 1, 1, 3},
@@ -58,6 +59,21 @@ const std::vector<ConvShape> kShapes = {
     {"layer4 3x3 512", 512, 512, 7, 7, 3, 1, 1, 2},
 };
 
+// models/resnet_small.h (widths 16-32-64-128, 3x3 stride-1 stem, no max pool) on 1x28x28 images.
+const std::vector<ConvShape> kSmallShapes = {
+    {"conv1 3x3 1->16", 1, 16, 28, 28, 3, 1, 1, 1},
+    {"layer1 3x3 16", 16, 16, 28, 28, 3, 1, 1, 4},
+    {"layer2 3x3/2 16->32", 16, 32, 28, 28, 3, 2, 1, 1},
+    {"layer2 down 16->32/2", 16, 32, 28, 28, 1, 2, 0, 1},
+    {"layer2 3x3 32", 32, 32, 14, 14, 3, 1, 1, 3},
+    {"layer3 3x3/2 32->64", 32, 64, 14, 14, 3, 2, 1, 1},
+    {"layer3 down 32->64/2", 32, 64, 14, 14, 1, 2, 0, 1},
+    {"layer3 3x3 64", 64, 64, 7, 7, 3, 1, 1, 3},
+    {"layer4 3x3/2 64->128", 64, 128, 7, 7, 3, 2, 1, 1},
+    {"layer4 down 64->128/2", 64, 128, 7, 7, 1, 2, 0, 1},
+    {"layer4 3x3 128", 128, 128, 4, 4, 3, 1, 1, 3},
+};
+
 double orbit_time(const ConvShape& s, int64_t batch, int reps) {
   Generator g(0);
   Tensor x = Tensor::randn({batch, s.cin, s.h, s.w}, &g).requires_grad_();
@@ -81,10 +97,10 @@ double orbit_time(const ConvShape& s, int64_t batch, int reps) {
   return t[t.size() / 2];
 }
 
-std::vector<double> torch_times(const std::string& python, int64_t batch, int threads, int reps,
+std::vector<double> torch_times(const std::vector<ConvShape>& conv_shapes, const std::string& python, int64_t batch, int threads, int reps,
                                 std::string* version) {
   nlohmann::json shapes = nlohmann::json::array();
-  for (const auto& s : kShapes)
+  for (const auto& s : conv_shapes)
     shapes.push_back({{"n", batch}, {"cin", s.cin}, {"cout", s.cout}, {"h", s.h}, {"w", s.w},
                       {"k", s.k}, {"stride", s.stride}, {"pad", s.pad}});
   const std::string path = "/tmp/orbit_bench_conv_shapes.json";
@@ -106,8 +122,8 @@ std::vector<double> torch_times(const std::string& python, int64_t batch, int th
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 5;
-  int64_t batch = 8;
-  std::string python = "/usr/bin/python3", json_out;
+  int64_t batch = 0;
+  std::string python = "/usr/bin/python3", json_out, net = "resnet50";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -122,16 +138,30 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = std::stoll(next());
     else if (a == "--python") python = next();
     else if (a == "--json") json_out = next();
+    else if (a == "--net") net = next();
     else {
-      std::cerr << "usage: orbit_bench_conv [--threads N] [--reps R] [--batch B] [--python PATH] [--json OUT]\n";
+      std::cerr << "usage: orbit_bench_conv [--threads N] [--reps R] [--batch B] [--net resnet50|resnet_small] "
+                   "[--python PATH] [--json OUT]\n";
       return 2;
     }
   }
+  if (net != "resnet50" && net != "resnet_small") {
+    std::cerr << "orbit_bench_conv: --net must be resnet50 or resnet_small, got \"" << net << "\"\n";
+    return 2;
+  }
+  const bool small = net == "resnet_small";
+  const std::vector<ConvShape>& conv_shapes = small ? kSmallShapes : kShapes50;
+  if (batch == 0) batch = small ? 64 : 8;
+  if (threads < 1 || reps < 1 || batch < 1) {
+    std::cerr << "orbit_bench_conv: expected --threads, --reps and --batch >= 1\n";
+    return 2;
+  }
   set_num_threads(threads);
-  std::printf("conv2d forward+backward, ResNet-50 shapes, batch %lld, %d threads, median of %d (sgemm kernel: %s)\n",
-              static_cast<long long>(batch), threads, reps, cpu::sgemm_kernel_name());
+  std::printf("conv2d forward+backward, %s shapes, batch %lld, %d threads, median of %d (sgemm kernel: %s)\n",
+              small ? "resnet_small (28x28)" : "ResNet-50", static_cast<long long>(batch), threads, reps,
+              cpu::sgemm_kernel_name());
   std::string version;
-  std::vector<double> peer = torch_times(python, batch, threads, reps, &version);
+  std::vector<double> peer = torch_times(conv_shapes, python, batch, threads, reps, &version);
   if (peer.empty())
     std::printf("PyTorch peer unavailable (%s with torch not found): Orbit times only\n", python.c_str());
   else
@@ -139,8 +169,8 @@ int main(int argc, char** argv) {
   std::printf("%-26s %5s %10s %10s %8s\n", "shape", "count", "orbit ms", "torch ms", "ratio");
   double tot_o = 0, tot_t = 0;
   nlohmann::json rows = nlohmann::json::array();
-  for (size_t i = 0; i < kShapes.size(); ++i) {
-    const auto& s = kShapes[i];
+  for (size_t i = 0; i < conv_shapes.size(); ++i) {
+    const auto& s = conv_shapes[i];
     const double o = orbit_time(s, batch, reps);
     tot_o += o * s.count;
     if (!peer.empty()) {
@@ -152,10 +182,10 @@ int main(int argc, char** argv) {
     rows.push_back({{"shape", s.where}, {"count", s.count}, {"orbit_s", o}, {"torch_s", peer.empty() ? 0.0 : peer[i]}});
   }
   if (!peer.empty())
-    std::printf("%-26s %5s %10.1f %10.1f %8.2f   (all ResNet-50 convolutions, weighted by count)\n", "TOTAL", "",
-                tot_o * 1e3, tot_t * 1e3, tot_t / tot_o);
+    std::printf("%-26s %5s %10.1f %10.1f %8.2f   (all %s convolutions, weighted by count)\n", "TOTAL", "",
+                tot_o * 1e3, tot_t * 1e3, tot_t / tot_o, net.c_str());
   if (!json_out.empty())
-    std::ofstream(json_out) << nlohmann::json{{"threads", threads}, {"batch", batch}, {"rows", rows},
+    std::ofstream(json_out) << nlohmann::json{{"net", net}, {"threads", threads}, {"batch", batch}, {"rows", rows},
                                               {"total_orbit_s", tot_o}, {"total_torch_s", tot_t}}.dump(2);
   return 0;
 }
