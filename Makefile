@@ -95,7 +95,7 @@ bench: bench-deps build
 	cmake --build $(BUILD) -j $(JOBS) --target orbit_bench_gemm orbit_bench_conv orbit_bench_regularizer orbit_bench_models orbit_bench_cuda
 	$(BUILD)/tests/orbit_bench_gemm --threads $(THREADS)
 	$(BUILD)/tests/orbit_bench_conv --threads $(THREADS) --python $(PYTHON)
-	$(BUILD)/tests/orbit_bench_regularizer --threads $(THREADS)
+	$(BUILD)/tests/orbit_bench_regularizer --threads $(THREADS) --python $(PYTHON)
 	$(BUILD)/tests/orbit_bench_models --threads $(THREADS) --python $(PYTHON)
 	$(BUILD)/tests/orbit_bench_cuda --python $(PYTHON)
 

@@ -4,8 +4,11 @@
 // in the same run. Shown for comparison: the regularizer on half of each batch (reg_fraction 0.5), over
 // C8 (bilinear 45° rotations) on all or half of each batch, equi-tuning over C4 (4 forward passes per image) and
 // canonicalization over C4 (4 passes of a small scorer and 1 of the model, plus the scorer's prior).
+// The peer: the same steps of the same model in PyTorch CPU (tests/bench/peer_torch_regularizer.py), run
+// after Orbit's in the same process tree, each side's kinds as ratios to its own plain step; for
+// resnet_small only, and only when the Python interpreter can import torch and torchvision.
 //
-//   orbit_bench_regularizer [--threads N] [--reps R] [--batch B] [--model NAME]
+//   orbit_bench_regularizer [--threads N] [--reps R] [--batch B] [--model NAME] [--python PATH]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,13 +24,14 @@
 #include "groups/regularizer.h"
 #include "models/registry.h"
 #include "train/optim.h"
+#include "bench_util.h"
 
 using namespace orbit;
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 15;
   int64_t batch = 64;
-  std::string model_name = "resnet_small";
+  std::string model_name = "resnet_small", python = "/usr/bin/python3";
   for (int i = 1; i < argc; i += 2) {
     if (i + 1 >= argc) {
       std::fprintf(stderr, "option %s needs a value\n", argv[i]);
@@ -37,6 +41,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--model")) model_name = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--python")) python = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -101,14 +106,37 @@ int main(int argc, char** argv) {
       step(k);
       times[k].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
+  // The peer, measured after Orbit's steps so that the two never share the cores.
+  nlohmann::json peer = nullptr;
+  const char* peer_keys[] = {"plain", "reg_c4", "reg_c4_half", "reg_c8", "reg_c8_half", "equitune_c4", nullptr};
+  std::string no_peer;
+  if (model_name != "resnet_small")
+    no_peer = "the PyTorch peer builds resnet_small only";
+  else if (std::system((python + " -c 'import torch, torchvision' > /dev/null 2>&1").c_str()) != 0)
+    no_peer = python + " cannot import torch and torchvision; install python3-torch python3-torchvision";
+  else
+    peer = bench::run_json(python + " " + ORBIT_SOURCE_DIR + "/tests/bench/peer_torch_regularizer.py " +
+                           std::to_string(batch) + " " + std::to_string(threads) + " " + std::to_string(reps));
+  if (no_peer.empty() && peer.is_null()) no_peer = "the peer failed (its output is above)";
   std::printf("training step of %s, batch %lld of 1x28x28, %d threads, median of %d steps\n", model_name.c_str(),
               static_cast<long long>(batch), threads, reps);
+  if (!no_peer.empty()) std::printf("(no PyTorch peer: %s)\n", no_peer.c_str());
   std::vector<double> med(kinds);
   for (int k = 0; k < kinds; ++k) {
     std::sort(times[k].begin(), times[k].end());
     med[k] = times[k][times[k].size() / 2];
   }
-  for (int k = 0; k < kinds; ++k)
-    std::printf("  %-52s %8.1f ms   ratio to plain %.2f\n", names[k], med[k], med[k] / med[0]);
+  std::printf("  %-52s %9s %8s %11s %8s\n", "", "Orbit ms", "ratio", "PyTorch ms", "ratio");
+  for (int k = 0; k < kinds; ++k) {
+    std::printf("  %-52s %9.1f %8.2f", names[k], med[k], med[k] / med[0]);
+    const char* key = peer_keys[k];
+    if (!peer.is_null() && key) {
+      const double t = peer["ms"][key].get<double>(), t0 = peer["ms"]["plain"].get<double>();
+      std::printf(" %11.1f %8.2f\n", t, t / t0);
+    } else {
+      std::printf(" %11s %8s\n", "-", "-");
+    }
+  }
+  std::printf("(ratio: the step's time over the plain step's time of the same engine)\n");
   return 0;
 }
