@@ -149,13 +149,14 @@ inline bool rows_contiguous(const ConvGeom& g) {
   return g.p.stride_h == 1 && g.p.stride_w == 1 && g.Wo == g.W;
 }
 
-// For rows_contiguous geometries: the output rows [a, e) of band [i0, i1) whose input row
-// i - ph + ki * dh lies in [0, H) (a == e when none does).
-inline void inside_rows(const ConvGeom& g, int64_t ki, int64_t i0, int64_t i1, int64_t& a, int64_t& e) {
-  const int64_t shift = ki * g.p.dilation_h - g.p.pad_h;  // ih = i + shift
-  a = std::max(i0, -shift);
-  e = std::min(i1, g.H - shift);
-  if (e < a) e = a;
+// For rows_contiguous geometries and kernel row ki: the rows [a, e) of the block's band, counted from
+// its first output row blk.i0, whose input row lies in [0, H) (a == e when none does). Returns the
+// input row of band row 0 (negative in the padding): band row i reads input row i + returned value.
+inline int64_t inside_rows(const ConvGeom& g, int64_t ki, const Block& blk, int64_t& a, int64_t& e) {
+  const int64_t first = blk.i0 + ki * g.p.dilation_h - g.p.pad_h;
+  a = std::max<int64_t>(0, -first);
+  e = std::max(a, std::min(blk.i1 - blk.i0, g.H - first));
+  return first;
 }
 
 // Clears n elements, n being a few (the columns a kernel reaches into the padding): a plain loop,
@@ -195,8 +196,7 @@ void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col
         if (contiguous) {
           T* band = col + r * cols + b * per_image;  // output row i of the block at (i - i0) * Wo
           int64_t a, e;
-          inside_rows(g, ki, blk.i0, blk.i1, a, e);
-          a -= blk.i0, e -= blk.i0;  // rows of the band
+          const int64_t first_row = inside_rows(g, ki, blk, a, e);
           const int64_t rows = blk.i1 - blk.i0;
           std::fill(band, band + a * g.Wo, T(0));
           std::fill(band + e * g.Wo, band + rows * g.Wo, T(0));
@@ -205,9 +205,9 @@ void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col
             std::fill(band + a * g.Wo, band + e * g.Wo, T(0));
             continue;
           }
-          // Band row a, column lo reads x[a + i0 + shift][lo + off].
-          const int64_t first = (a + blk.i0 + ki * p.dilation_h - p.pad_h) * g.W + lo + off;
-          std::memcpy(band + a * g.Wo + lo, plane + first, ((e - a - 1) * g.Wo + hi - lo) * sizeof(T));
+          // Band row a, column lo reads x[first_row + a][lo + off].
+          std::memcpy(band + a * g.Wo + lo, plane + (first_row + a) * g.W + lo + off,
+                      ((e - a - 1) * g.Wo + hi - lo) * sizeof(T));
           clear_wrapped(band, a, e, lo, hi, g.Wo);
           continue;
         }
@@ -253,12 +253,11 @@ void col2im(T* col, const ConvGeom& g, int64_t grp, const Block& blk, T* x) {
           valid_range(g.Wo, p.stride_w, off, g.W, lo, hi);
           if (contiguous) {
             int64_t a, e;
-            inside_rows(g, ki, blk.i0, blk.i1, a, e);
+            const int64_t first_row = inside_rows(g, ki, blk, a, e);
             if (a == e || lo >= hi) continue;
             T* band = col + r * cols + b * per_image;
-            a -= blk.i0, e -= blk.i0;
             clear_wrapped(band, a, e, lo, hi, g.Wo);
-            T* dst = plane + (a + blk.i0 + ki * p.dilation_h - p.pad_h) * g.W + lo + off;
+            T* dst = plane + (first_row + a) * g.W + lo + off;
             const T* src = band + a * g.Wo + lo;
             const int64_t n = (e - a - 1) * g.Wo + hi - lo;
             for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
