@@ -44,7 +44,9 @@ from torchvision.models.resnet import BasicBlock
 
 
 class ResNetSmall(nn.Module):
-    def __init__(self, width=16, num_classes=5, in_channels=1):
+    """models/resnet_small.h: dropout (0 in fine-tuning runs, 0.25 the model's own default) before fc."""
+
+    def __init__(self, width=16, num_classes=5, in_channels=1, dropout=0.0):
         super().__init__()
         w = width
         self.conv1 = nn.Conv2d(in_channels, w, 3, 1, 1, bias=False)
@@ -54,6 +56,7 @@ class ResNetSmall(nn.Module):
         self.layer2 = self._layer(w, 2 * w, 2)
         self.layer3 = self._layer(2 * w, 4 * w, 2)
         self.layer4 = self._layer(4 * w, 8 * w, 2)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(8 * w, num_classes)
 
     @staticmethod
@@ -66,7 +69,7 @@ class ResNetSmall(nn.Module):
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
 
 
 def read_safetensors(path):
@@ -116,26 +119,44 @@ def stratified(y, fraction, gen):
     return torch.cat(idx).sort().values
 
 
-def rotate(x, quarter_or_eighth, order):
-    """x [M, C, H, W] rotated by k * 360 / order degrees per image (k a tensor [M])."""
+def rotate(x, k, order):
+    """x [M, C, H, W] rotated by k[i] * 360 / order degrees per image (k a tensor [M])."""
     if order == 4:
         out = x.clone()
         for q in range(1, 4):
-            idx = (quarter_or_eighth == q).nonzero(as_tuple=True)[0]
+            idx = (k == q).nonzero(as_tuple=True)[0]
             if idx.numel():
                 out[idx] = torch.rot90(x[idx], q, (2, 3))
         return out
-    a = quarter_or_eighth.to(x.dtype) * (2 * math.pi / order)
+    a = k.to(x.dtype) * (2 * math.pi / order)
     c, s = torch.cos(a), torch.sin(a)
     z = torch.zeros_like(c)
     theta = torch.stack([torch.stack([c, -s, z], 1), torch.stack([s, c, z], 1)], 1)
     # Quarter turns of C8 exactly, as Orbit's rotate does.
-    quarter = (quarter_or_eighth % 2 == 0)
+    quarter = (k % 2 == 0)
     out = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), mode="bilinear",
                         padding_mode="zeros", align_corners=False)
     if quarter.any():
-        out[quarter] = rotate(x[quarter], quarter_or_eighth[quarter] // 2, 4)
+        out[quarter] = rotate(x[quarter], k[quarter] // 2, 4)
     return out
+
+
+def regularized_loss(net, x, y, k, order, lam, items=None):
+    """Cross-entropy on x plus lam times the one-sided regularizer: the items of x (all by default)
+    rotated by k (non-identity elements) go through net in the same forward pass as x, and the penalty
+    is the mean KL from the detached prediction of each item to that of its rotated copy."""
+    xr = x if items is None else x[items]
+    out = net(torch.cat([x, rotate(xr, k, order)]))
+    logits, logits_g = out[:len(x)], out[len(x):]
+    log_ref = F.log_softmax((logits if items is None else logits[items]).detach(), 1)
+    kl = (log_ref.exp() * (log_ref - F.log_softmax(logits_g, 1))).sum(1).mean()
+    return F.cross_entropy(logits, y) + lam * kl
+
+
+def c4_average(net, x):
+    """Equi-tuning over C4: the logits of net averaged over the 4 quarter turns of x, in one pass."""
+    xs = torch.cat([torch.rot90(x, q, (2, 3)) for q in range(4)])
+    return net(xs).view(4, len(x), -1).mean(0)
 
 
 def evaluate(net, x, y, batch=500):
@@ -195,15 +216,10 @@ def finetune(method, seed, cfg, fraction, weights, data_dir):
                 xb = rotate(xb, torch.randint(0, order, (len(xb),), generator=gen), order)
             if method in ("ours_c4", "ours_c8"):
                 order = 4 if method == "ours_c4" else 8
-                xg = rotate(xb, torch.randint(1, order, (len(xb),), generator=gen), order)
-                out = net(torch.cat([xb, xg]))
-                logits, logits_g = out[:len(xb)], out[len(xb):]
-                log_ref = F.log_softmax(logits.detach(), 1)
-                kl = (log_ref.exp() * (log_ref - F.log_softmax(logits_g, 1))).sum(1).mean()
-                loss = F.cross_entropy(logits, yb) + lam * kl
+                k = torch.randint(1, order, (len(xb),), generator=gen)
+                loss = regularized_loss(net, xb, yb, k, order, lam)
             elif method == "equi_c4":
-                xs = torch.cat([torch.rot90(xb, q, (2, 3)) for q in range(4)])
-                loss = F.cross_entropy(net(xs).view(4, len(xb), -1).mean(0), yb)
+                loss = F.cross_entropy(c4_average(net, xb), yb)
             else:
                 loss = F.cross_entropy(net(xb), yb)
             opt.zero_grad(set_to_none=True)
@@ -212,12 +228,7 @@ def finetune(method, seed, cfg, fraction, weights, data_dir):
         sched.step()
     train_s = time.time() - t0
     model.eval()
-    if method == "equi_c4":
-        def averaged(x):
-            return torch.stack([net(torch.rot90(x, q, (2, 3))) for q in range(4)]).mean(0)
-        res = evaluate(averaged, x_te, y_te)
-    else:
-        res = evaluate(net, x_te, y_te)
+    res = evaluate((lambda x: c4_average(net, x)) if method == "equi_c4" else net, x_te, y_te)
     res.update({"method": method, "seed": seed, "train_images": len(x_tr), "train_seconds": train_s})
     return res
 
