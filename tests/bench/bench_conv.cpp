@@ -21,6 +21,7 @@
 #include "engine/ops.h"
 #include "engine/parallel.h"
 #include "engine/random.h"
+#include "bench_util.h"
 
 using namespace orbit;
 
@@ -122,40 +123,19 @@ std::vector<double> torch_times(const std::vector<ConvShape>& conv_shapes, const
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 5;
-  int64_t batch = 0;
+  int64_t batch = 0;  // 0: the net's default
   std::string python = "/usr/bin/python3", json_out, net = "resnet50";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << a << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--reps") reps = std::stoi(next());
-    else if (a == "--batch") batch = std::stoll(next());
-    else if (a == "--python") python = next();
-    else if (a == "--json") json_out = next();
-    else if (a == "--net") net = next();
-    else {
-      std::cerr << "usage: orbit_bench_conv [--threads N] [--reps R] [--batch B] [--net resnet50|resnet_small] "
-                   "[--python PATH] [--json OUT]\n";
-      return 2;
-    }
-  }
-  if (net != "resnet50" && net != "resnet_small") {
-    std::cerr << "orbit_bench_conv: --net must be resnet50 or resnet_small, got \"" << net << "\"\n";
-    return 2;
-  }
+  bench::Options("orbit_bench_conv")
+      .integer("--threads", threads, 1)
+      .integer("--reps", reps, 1)
+      .integer("--batch", batch, 1)
+      .text("--net", net, {"resnet50", "resnet_small"})
+      .text("--python", python, {}, "PATH")
+      .text("--json", json_out, {}, "OUT")
+      .parse_or_exit(argc, argv);
   const bool small = net == "resnet_small";
   const std::vector<ConvShape>& conv_shapes = small ? kSmallShapes : kShapes50;
   if (batch == 0) batch = small ? 64 : 8;
-  if (threads < 1 || reps < 1 || batch < 1) {
-    std::cerr << "orbit_bench_conv: expected --threads, --reps and --batch >= 1\n";
-    return 2;
-  }
   set_num_threads(threads);
   std::printf("conv2d forward+backward, %s shapes, batch %lld, %d threads, median of %d (sgemm kernel: %s)\n",
               small ? "resnet_small (28x28)" : "ResNet-50", static_cast<long long>(batch), threads, reps,

@@ -103,33 +103,22 @@ nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int
 int main(int argc, char** argv) {
   int reps = 10;
   int64_t batch = 64, size = 224;
-  bool tf32 = false;
+  std::string tf32_arg = "0", child_arg = "0";
   std::string cudnn = "none", conv = "deterministic";
   std::string model = "resnet50", python = "/usr/bin/python3", json_out;
-  bool child = false;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--reps") reps = std::atoi(v.c_str());
-    else if (k == "--batch") batch = std::atoll(v.c_str());
-    else if (k == "--size") size = std::atoll(v.c_str());
-    else if (k == "--model") model = v;
-    else if (k == "--python") python = v;
-    else if (k == "--json") json_out = v;
-    else if (k == "--tf32") tf32 = v == "1";
-    else if (k == "--cudnn") cudnn = v;
-    else if (k == "--conv") conv = v;
-    else if (k == "--child") child = v == "1";
-    else {
-      std::fprintf(stderr, "unknown option %s\nusage: orbit_bench_cuda [--reps R] [--batch B] [--size S] [--model NAME] "
-                           "[--python PATH] [--json OUT] [--tf32 1] [--cudnn none|all|bn,pool,softmax] "
-                           "[--conv deterministic|heuristic|search]\n", k.c_str());
-      return 2;
-    }
-  }
-  if (reps < 1 || batch < 1 || size < 32) {
-    std::fprintf(stderr, "orbit_bench_cuda: expected reps, batch >= 1 and size >= 32\n");
-    return 2;
-  }
+  bench::Options("orbit_bench_cuda")
+      .integer("--reps", reps, 1)
+      .integer("--batch", batch, 1)
+      .integer("--size", size, 32)
+      .text("--model", model, {}, "NAME")
+      .text("--python", python, {}, "PATH")
+      .text("--json", json_out, {}, "OUT")
+      .text("--tf32", tf32_arg, {"0", "1"})
+      .text("--cudnn", cudnn, {}, "none|all|bn,pool,softmax")
+      .text("--conv", conv, {"deterministic", "heuristic", "search"})
+      .text("--child", child_arg, {"0", "1"})
+      .parse_or_exit(argc, argv);
+  const bool tf32 = tf32_arg == "1", child = child_arg == "1";
 #ifndef ORBIT_WITH_CUDA
   std::printf("orbit_bench_cuda: this build has no CUDA backend (build with CUDA=1 on a machine with the CUDA toolkit); skipped\n");
   return 0;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "engine/cpu/gemm.h"
+#include "bench_util.h"
 
 #ifdef ORBIT_HAVE_DNNL
 #include <dnnl.h>
@@ -80,35 +81,18 @@ double best_seconds(F&& f, int reps) {
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 15;
-  const char* json_path = nullptr;
-  const char* kernel = nullptr;
+  std::string json_arg, kernel_arg;
   bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    auto need = [&](const char* opt) {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", opt);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(need("--threads"));
-    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(need("--reps"));
-    else if (!std::strcmp(argv[i], "--json")) json_path = need("--json");
-    else if (!std::strcmp(argv[i], "--kernel")) kernel = need("--kernel");
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--cpu-time")) g_cpu_time = true;
-    else {
-      std::fprintf(stderr,
-                   "usage: %s [--threads N] [--reps R] [--json PATH] [--kernel avx512|avx2|generic] [--cpu-time] "
-                   "[--quick]\n",
-                   argv[0]);
-      return 2;
-    }
-  }
-  if (threads < 1 || reps < 1) {
-    std::fprintf(stderr, "--threads and --reps must be >= 1\n");
-    return 2;
-  }
+  orbit::bench::Options("orbit_bench_gemm")
+      .integer("--threads", threads, 1)
+      .integer("--reps", reps, 1)
+      .text("--json", json_arg, {}, "PATH")
+      .text("--kernel", kernel_arg, {}, "avx512|avx2|generic")
+      .flag("--cpu-time", g_cpu_time)
+      .flag("--quick", quick)
+      .parse_or_exit(argc, argv);
+  const char* json_path = json_arg.empty() ? nullptr : json_arg.c_str();
+  const char* kernel = kernel_arg.empty() ? nullptr : kernel_arg.c_str();
   if (kernel && !orbit::cpu::detail::sgemm_kernel_supported(kernel)) {
     std::fprintf(stderr, "kernel '%s' is not supported on this CPU\n", kernel);
     return 2;

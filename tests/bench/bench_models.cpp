@@ -86,26 +86,16 @@ int main(int argc, char** argv) {
   int threads = 2, reps = 5;
   int64_t batch = 8, size = 224;
   std::string models = "resnet50,efficientnet_b0", python = "/usr/bin/python3", json_out, child;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--threads") threads = std::atoi(v.c_str());
-    else if (k == "--reps") reps = std::atoi(v.c_str());
-    else if (k == "--batch") batch = std::atoll(v.c_str());
-    else if (k == "--size") size = std::atoll(v.c_str());
-    else if (k == "--models") models = v;
-    else if (k == "--python") python = v;
-    else if (k == "--json") json_out = v;
-    else if (k == "--child") child = v;
-    else {
-      std::fprintf(stderr, "unknown option %s\nusage: orbit_bench_models [--threads N] [--reps R] [--batch B] [--size S] "
-                           "[--models a,b] [--python PATH] [--json OUT]\n", k.c_str());
-      return 2;
-    }
-  }
-  if (threads < 1 || reps < 1 || batch < 1 || size < 32) {
-    std::fprintf(stderr, "orbit_bench_models: expected threads, reps, batch >= 1 and size >= 32\n");
-    return 2;
-  }
+  bench::Options("orbit_bench_models")
+      .integer("--threads", threads, 1)
+      .integer("--reps", reps, 1)
+      .integer("--batch", batch, 1)
+      .integer("--size", size, 32)
+      .text("--models", models, {}, "a,b")
+      .text("--python", python, {}, "PATH")
+      .text("--json", json_out, {}, "OUT")
+      .text("--child", child, {}, "NAME")
+      .parse_or_exit(argc, argv);
   set_num_threads(threads);
   if (!child.empty()) return measure(child, batch, size, reps);
 

@@ -32,21 +32,13 @@ int main(int argc, char** argv) {
   int threads = 2, reps = 15;
   int64_t batch = 64;
   std::string model_name = "resnet_small", python = "/usr/bin/python3";
-  for (int i = 1; i < argc; i += 2) {
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "option %s needs a value\n", argv[i]);
-      return 2;
-    }
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--batch")) batch = std::atoll(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--model")) model_name = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--python")) python = argv[i + 1];
-    else {
-      std::fprintf(stderr, "unknown option %s\n", argv[i]);
-      return 2;
-    }
-  }
+  bench::Options("orbit_bench_regularizer")
+      .integer("--threads", threads, 1)
+      .integer("--reps", reps, 1)
+      .integer("--batch", batch, 2)
+      .text("--model", model_name, {}, "NAME")
+      .text("--python", python, {}, "PATH")
+      .parse_or_exit(argc, argv);
   set_num_threads(threads);
   Generator gen(1);
   ModelOptions mo;
