@@ -406,13 +406,17 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       std::vector<std::string> cols;
       for (int64_t g = 0; g < G.order(); ++g) cols.push_back(G.element_name(g));
       std::vector<GridRow> grid;
+      int64_t without_weights = 0;  // methods whose first seed finished but whose weights are not here
       for (const Plan::Run& run : p.runs) {
         if (run.regime != regime) continue;
         // The first seed's model, when it is of the config the study plans (as in the table above).
         const std::string dir = seed_dir(run, p.seeds[0]);
-        if (!fs::exists(dir + "/model.safetensors")) continue;
         const std::optional<nlohmann::json> planned = planned_config(run, weights);
         if (!planned || !finished_results(seed_config(*planned, run, p.seeds[0]))) continue;
+        if (!fs::exists(dir + "/model.safetensors")) {
+          ++without_weights;
+          continue;
+        }
         std::vector<std::string> names;
         auto net = load_run_network(read_json_file(dir + "/results.json")["config"], dir + "/model.safetensors", &names);
         NoGradGuard ng;
@@ -430,10 +434,17 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
           grid.push_back(row);
         }
       }
-      if (!grid.empty())  // (the weight files are not committed with a study's results: keep the grid)
+      // Weight files are not committed with a study's results, so a clone holds only the weights of
+      // the runs it made itself: a grid of some of the methods does not replace one already there.
+      const std::string grid_path = rdir + "/grid.svg";
+      if (!grid.empty() && without_weights > 0 && fs::exists(grid_path)) {
+        std::fprintf(stderr, "== %s: kept %s; the weight files of %lld finished method(s) are not here to draw it again\n",
+                       regime.c_str(), grid_path.c_str(), static_cast<long long>(without_weights));
+      } else if (!grid.empty()) {
         write_text_file(rdir + "/grid.svg", svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
                                                              regime + ", seed " + std::to_string(p.seeds[0]) + ")",
                                                          cols, grid));
+      }
       md += "Predictions on test images under " + G.name() + " (green: correct): ![grid](" + slug(regime) + "/grid.svg)\n\n";
     }
   }
