@@ -405,18 +405,30 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       const data::ImageClassificationDataset few = test.subset(rows);
       std::vector<std::string> cols;
       for (int64_t g = 0; g < G.order(); ++g) cols.push_back(G.element_name(g));
-      std::vector<GridRow> grid;
+      // The first seed's model of each method, when it is of the config the study plans (as in the
+      // table above). Weight files are not committed with a study's results, so a clone holds only
+      // the weights of the runs it made itself: a grid of some of the methods does not replace one
+      // already there.
+      std::vector<const Plan::Run*> drawn;
       int64_t without_weights = 0;  // methods whose first seed finished but whose weights are not here
       for (const Plan::Run& run : p.runs) {
         if (run.regime != regime) continue;
-        // The first seed's model, when it is of the config the study plans (as in the table above).
-        const std::string dir = seed_dir(run, p.seeds[0]);
         const std::optional<nlohmann::json> planned = planned_config(run, weights);
         if (!planned || !finished_results(seed_config(*planned, run, p.seeds[0]))) continue;
-        if (!fs::exists(dir + "/model.safetensors")) {
+        if (fs::exists(seed_dir(run, p.seeds[0]) + "/model.safetensors"))
+          drawn.push_back(&run);
+        else
           ++without_weights;
-          continue;
-        }
+      }
+      const std::string grid_path = rdir + "/grid.svg";
+      if (!drawn.empty() && without_weights > 0 && fs::exists(grid_path)) {
+        std::fprintf(stderr, "== %s: kept %s; the weight files of %lld finished method(s) are not here to draw it again\n",
+                     regime.c_str(), grid_path.c_str(), static_cast<long long>(without_weights));
+        drawn.clear();
+      }
+      std::vector<GridRow> grid;
+      for (const Plan::Run* run : drawn) {
+        const std::string dir = seed_dir(*run, p.seeds[0]);
         std::vector<std::string> names;
         auto net = load_run_network(read_json_file(dir + "/results.json")["config"], dir + "/model.safetensors", &names);
         NoGradGuard ng;
@@ -428,23 +440,16 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         }
         const auto truth = few.labels.to_vector<int64_t>();
         for (size_t i = 0; i < rows.size(); ++i) {
-          GridRow row{run.method + " · " + few.class_names[truth[i]], {}};
+          GridRow row{run->method + " · " + few.class_names[truth[i]], {}};
           for (int64_t g = 0; g < G.order(); ++g)
             row.cells.push_back({acted[g].select(0, static_cast<int64_t>(i)), names[preds[g][i]], preds[g][i] == truth[i]});
           grid.push_back(row);
         }
       }
-      // Weight files are not committed with a study's results, so a clone holds only the weights of
-      // the runs it made itself: a grid of some of the methods does not replace one already there.
-      const std::string grid_path = rdir + "/grid.svg";
-      if (!grid.empty() && without_weights > 0 && fs::exists(grid_path)) {
-        std::fprintf(stderr, "== %s: kept %s; the weight files of %lld finished method(s) are not here to draw it again\n",
-                       regime.c_str(), grid_path.c_str(), static_cast<long long>(without_weights));
-      } else if (!grid.empty()) {
-        write_text_file(rdir + "/grid.svg", svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
-                                                             regime + ", seed " + std::to_string(p.seeds[0]) + ")",
-                                                         cols, grid));
-      }
+      if (!grid.empty())
+        write_text_file(grid_path, svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
+                                                      regime + ", seed " + std::to_string(p.seeds[0]) + ")",
+                                                  cols, grid));
       md += "Predictions on test images under " + G.name() + " (green: correct): ![grid](" + slug(regime) + "/grid.svg)\n\n";
     }
   }

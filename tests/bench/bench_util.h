@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,12 +27,15 @@ class Options {
  public:
   explicit Options(std::string program) : program_(std::move(program)) {}
 
-  Options& integer(const std::string& name, int64_t& v, int64_t min, int64_t max = INT64_MAX) {
-    return add(name, "N", [name, &v, min, max](const std::string& s) { v = parse_integer(name, s, min, max); });
-  }
-  Options& integer(const std::string& name, int& v, int64_t min, int64_t max = INT32_MAX) {
-    return add(name, "N", [name, &v, min, max](const std::string& s) {
-      v = static_cast<int>(parse_integer(name, s, min, max));
+  // A whole number in [min, max]; max defaults to the largest value the variable holds, and the
+  // range is then shown as ">= min".
+  template <class I>
+  Options& integer(const std::string& name, I& v, int64_t min, int64_t max = std::numeric_limits<I>::max()) {
+    const std::string range = max == static_cast<int64_t>(std::numeric_limits<I>::max())
+                                  ? ">= " + std::to_string(min)
+                                  : "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    return add(name, "N", [name, &v, min, max, range](const std::string& s) {
+      v = static_cast<I>(parse_integer(name, s, min, max, range));
     });
   }
   // A word (shown as `meta` in the usage); when `allowed` is not empty, one of those.
@@ -91,10 +95,10 @@ class Options {
     }
   }
 
-  // A whole number in [min, max], all of `s` (no trailing characters).
-  static int64_t parse_integer(const std::string& name, const std::string& s, int64_t min, int64_t max) {
-    const std::string range = max == INT64_MAX || max == INT32_MAX ? ">= " + std::to_string(min)
-                                                                   : "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+  // A whole number in [min, max], all of `s` (no trailing characters); `range` words the bounds for
+  // the message.
+  static int64_t parse_integer(const std::string& name, const std::string& s, int64_t min, int64_t max,
+                               const std::string& range) {
     char* end = nullptr;
     errno = 0;
     const long long v = s.empty() ? 0 : std::strtoll(s.c_str(), &end, 10);
