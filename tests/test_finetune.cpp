@@ -470,6 +470,28 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     EXPECT_NE(gtext.find("plain · "), std::string::npos);
     EXPECT_EQ(gtext.find("ours · "), std::string::npos);
     write_json_file(ours_path, ours_res);
+    // With every first seed finished and its weights here, the grid is drawn with both methods.
+    const auto read_grid = [&] {
+      std::ifstream in(dir + "/study/50pct/grid.svg");
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    write_study_report(study);
+    const std::string both = read_grid();
+    EXPECT_NE(both.find("plain · "), std::string::npos);
+    EXPECT_NE(both.find("ours · "), std::string::npos);
+    // A finished method whose weight file is not here (a clone holds only the weights of the runs it
+    // made): the grid already there is kept as it is, not redrawn with the other method alone ...
+    const std::string plain_weights = dir + "/study/50pct/plain/seed0/model.safetensors";
+    fs::rename(plain_weights, plain_weights + ".away");
+    write_study_report(study);
+    EXPECT_TRUE(read_grid() == both) << "the grid was redrawn without the method whose weights are away";
+    // ... and without a grid there, one is drawn from the methods whose weights are here.
+    fs::remove(dir + "/study/50pct/grid.svg");
+    write_study_report(study);
+    const std::string ours_only = read_grid();
+    EXPECT_EQ(ours_only.find("plain · "), std::string::npos);
+    EXPECT_NE(ours_only.find("ours · "), std::string::npos);
+    fs::rename(plain_weights + ".away", plain_weights);
   }
   // Bad study configs are refused before any work.
   nlohmann::json bad = study;
