@@ -413,8 +413,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   EXPECT_TRUE(ours["lambda"] == 1.0 || ours["lambda"] == 3.0);
   for (const char* f : {"report.md", "summary.json", "50pct/angle.svg", "50pct/grid.svg", "50pct/ours/cv.svg"})
     EXPECT_TRUE(fs::exists(dir + "/study/" + f)) << f;
-  std::ifstream md(dir + "/study/report.md");
-  const std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  const std::string text = read_file_bytes(dir + "/study/report.md");
   EXPECT_NE(text.find("| plain |"), std::string::npos);
   EXPECT_NE(text.find("(cv)"), std::string::npos);
   // `orbit evaluate` of a run's weights reproduces the run's own test metrics.
@@ -437,8 +436,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     // A method with a seed not finished yet is reported with the seeds it has, and says so.
     fs::rename(run_dir + "/results.json", run_dir + "/results.json.away");
     write_study_report(study);
-    std::ifstream partial(dir + "/study/report.md");
-    const std::string ptext((std::istreambuf_iterator<char>(partial)), std::istreambuf_iterator<char>());
+    const std::string ptext = read_file_bytes(dir + "/study/report.md");
     EXPECT_NE(ptext.find("| plain (1 of 2 seeds) |"), std::string::npos) << ptext;
     EXPECT_EQ(ptext.find("| ours (1 of 2 seeds) |"), std::string::npos);
     fs::rename(run_dir + "/results.json.away", run_dir + "/results.json");
@@ -461,22 +459,17 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     stale["metrics"]["accuracy"] = 0.0;
     write_json_file(ours_path, stale);
     write_study_report(study);
-    std::ifstream st(dir + "/study/report.md");
-    const std::string stext((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+    const std::string stext = read_file_bytes(dir + "/study/report.md");
     EXPECT_NE(stext.find("| ours (1 of 2 seeds) (1 run of another config ignored) |"), std::string::npos) << stext;
     // The image grid shows the first seed's model only when it is of the planned config.
-    std::ifstream gs(dir + "/study/50pct/grid.svg");
-    const std::string gtext((std::istreambuf_iterator<char>(gs)), std::istreambuf_iterator<char>());
+    const std::string grid_path = dir + "/study/50pct/grid.svg";
+    const std::string gtext = read_file_bytes(grid_path);
     EXPECT_NE(gtext.find("plain · "), std::string::npos);
     EXPECT_EQ(gtext.find("ours · "), std::string::npos);
     write_json_file(ours_path, ours_res);
     // With every first seed finished and its weights here, the grid is drawn with both methods.
-    const auto read_grid = [&] {
-      std::ifstream in(dir + "/study/50pct/grid.svg");
-      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    };
     write_study_report(study);
-    const std::string both = read_grid();
+    const std::string both = read_file_bytes(grid_path);
     EXPECT_NE(both.find("plain · "), std::string::npos);
     EXPECT_NE(both.find("ours · "), std::string::npos);
     // A finished method whose weight file is not here (a clone holds only the weights of the runs it
@@ -484,11 +477,11 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const std::string plain_weights = dir + "/study/50pct/plain/seed0/model.safetensors";
     fs::rename(plain_weights, plain_weights + ".away");
     write_study_report(study);
-    EXPECT_TRUE(read_grid() == both) << "the grid was redrawn without the method whose weights are away";
+    EXPECT_TRUE(read_file_bytes(grid_path) == both) << "the grid was redrawn without the method whose weights are away";
     // ... and without a grid there, one is drawn from the methods whose weights are here.
-    fs::remove(dir + "/study/50pct/grid.svg");
+    fs::remove(grid_path);
     write_study_report(study);
-    const std::string ours_only = read_grid();
+    const std::string ours_only = read_file_bytes(grid_path);
     EXPECT_EQ(ours_only.find("plain · "), std::string::npos);
     EXPECT_NE(ours_only.find("ours · "), std::string::npos);
     fs::rename(plain_weights + ".away", plain_weights);
@@ -515,18 +508,14 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   // finished fine-tuning runs are reused as before.
   {
     const std::string pre = dir + "/study/pretrain";
-    auto bytes = [](const std::string& path) {
-      std::ifstream f(path, std::ios::binary);
-      return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    };
-    const std::string weights_before = bytes(pre + "/model.safetensors");
+    const std::string weights_before = read_file_bytes(pre + "/model.safetensors");
     ASSERT_FALSE(weights_before.empty());
     fs::remove(pre + "/model.safetensors");
     // The report needs the finished runs' results, not weights (a fresh clone has none).
     EXPECT_NO_THROW(write_study_report(study));
     const nlohmann::json again = run_study(study, so);
     EXPECT_EQ(again["regimes"], summary["regimes"]);
-    EXPECT_EQ(bytes(pre + "/model.safetensors"), weights_before);
+    EXPECT_EQ(read_file_bytes(pre + "/model.safetensors"), weights_before);
     EXPECT_FALSE(fs::exists(pre + "/regenerated"));
     // A recorded metric the new run does not reproduce is an error naming it, and no weights are kept.
     const nlohmann::json recorded = read_json_file(pre + "/results.json");
@@ -539,7 +528,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     write_json_file(pre + "/results.json", recorded);
     fs::rename(pre + "/regenerated/model.safetensors", pre + "/model.safetensors");
     fs::remove_all(pre + "/regenerated");
-    EXPECT_EQ(bytes(pre + "/model.safetensors"), weights_before);
+    EXPECT_EQ(read_file_bytes(pre + "/model.safetensors"), weights_before);
   }
 
   // The CLI: an uninterrupted run, and one killed with SIGKILL after its first checkpoint, resumed.

@@ -9,6 +9,7 @@
 
 using namespace orbit;
 using orbit::testing::all_close;
+using orbit::testing::read_file_bytes;
 
 namespace {
 std::string tmp_path(const std::string& name) { return std::string(ORBIT_BINARY_DIR) + "/test_weights_" + name; }
@@ -92,8 +93,7 @@ TEST(Safetensors, RandomCorruptionNeverCrashes) {
   Generator g(9);
   const std::string path = tmp_path("fuzz.safetensors");
   save_safetensors(path, {{"a", Tensor::randn({3, 2}, &g)}, {"b", Tensor::arange(4, DType::I64)}}, {{"k", "v"}});
-  std::ifstream in(path, std::ios::binary);
-  const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string good = read_file_bytes(path);
   int errors = 0, ok = 0;
   for (int trial = 0; trial < 3000; ++trial) {
     std::string s = good;

@@ -390,21 +390,6 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       for (const auto& g : eval_groups)
         if (groups::Group::parse(g).order() > groups::Group::parse(biggest).order()) biggest = g;
       const groups::Group G = groups::Group::parse(biggest);
-      const nlohmann::json rc = read_json_file(any_dir + "/results.json")["config"];
-      data::ImageClassificationDataset test = data::load_dataset(rc["dataset"], data::Split::Test, rc["data_dir"]);
-      if (!rc["classes"].empty()) test = data::select_classes(test, rc["classes"].get<std::vector<int64_t>>());
-      std::vector<int64_t> rows;  // the first image of each of the first K classes
-      for (int64_t c = 0; c < test.num_classes() && static_cast<int64_t>(rows.size()) < K; ++c) {
-        const auto labels = test.labels.to_vector<int64_t>();
-        for (size_t i = 0; i < labels.size(); ++i)
-          if (labels[i] == c) {
-            rows.push_back(static_cast<int64_t>(i));
-            break;
-          }
-      }
-      const data::ImageClassificationDataset few = test.subset(rows);
-      std::vector<std::string> cols;
-      for (int64_t g = 0; g < G.order(); ++g) cols.push_back(G.element_name(g));
       // The first seed's model of each method, when it is of the config the study plans (as in the
       // table above). Weight files are not committed with a study's results, so a clone holds only
       // the weights of the runs it made itself: a grid of some of the methods does not replace one
@@ -426,30 +411,47 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
                      regime.c_str(), grid_path.c_str(), static_cast<long long>(without_weights));
         drawn.clear();
       }
-      std::vector<GridRow> grid;
-      for (const Plan::Run* run : drawn) {
-        const std::string dir = seed_dir(*run, p.seeds[0]);
-        std::vector<std::string> names;
-        auto net = load_run_network(read_json_file(dir + "/results.json")["config"], dir + "/model.safetensors", &names);
-        NoGradGuard ng;
-        std::vector<Tensor> acted;
-        std::vector<std::vector<int64_t>> preds;
-        for (int64_t g = 0; g < G.order(); ++g) {
-          acted.push_back(groups::act(G, g, few.images, groups::FieldKind::Scalar));
-          preds.push_back(argmax((*net)(acted.back()), 1).to_vector<int64_t>());
+      if (!drawn.empty()) {  // the test images are read only when there is a grid to draw
+        const nlohmann::json rc = read_json_file(any_dir + "/results.json")["config"];
+        data::ImageClassificationDataset test = data::load_dataset(rc["dataset"], data::Split::Test, rc["data_dir"]);
+        if (!rc["classes"].empty()) test = data::select_classes(test, rc["classes"].get<std::vector<int64_t>>());
+        std::vector<int64_t> rows;  // the first image of each of the first K classes
+        const auto labels = test.labels.to_vector<int64_t>();
+        for (int64_t c = 0; c < test.num_classes() && static_cast<int64_t>(rows.size()) < K; ++c) {
+          for (size_t i = 0; i < labels.size(); ++i)
+            if (labels[i] == c) {
+              rows.push_back(static_cast<int64_t>(i));
+              break;
+            }
         }
-        const auto truth = few.labels.to_vector<int64_t>();
-        for (size_t i = 0; i < rows.size(); ++i) {
-          GridRow row{run->method + " · " + few.class_names[truth[i]], {}};
-          for (int64_t g = 0; g < G.order(); ++g)
-            row.cells.push_back({acted[g].select(0, static_cast<int64_t>(i)), names[preds[g][i]], preds[g][i] == truth[i]});
-          grid.push_back(row);
+        const data::ImageClassificationDataset few = test.subset(rows);
+        std::vector<std::string> cols;
+        for (int64_t g = 0; g < G.order(); ++g) cols.push_back(G.element_name(g));
+        std::vector<GridRow> grid;
+        for (const Plan::Run* run : drawn) {
+          const std::string dir = seed_dir(*run, p.seeds[0]);
+          std::vector<std::string> names;
+          auto net = load_run_network(read_json_file(dir + "/results.json")["config"], dir + "/model.safetensors", &names);
+          NoGradGuard ng;
+          std::vector<Tensor> acted;
+          std::vector<std::vector<int64_t>> preds;
+          for (int64_t g = 0; g < G.order(); ++g) {
+            acted.push_back(groups::act(G, g, few.images, groups::FieldKind::Scalar));
+            preds.push_back(argmax((*net)(acted.back()), 1).to_vector<int64_t>());
+          }
+          const auto truth = few.labels.to_vector<int64_t>();
+          for (size_t i = 0; i < rows.size(); ++i) {
+            GridRow row{run->method + " · " + few.class_names[truth[i]], {}};
+            for (int64_t g = 0; g < G.order(); ++g)
+              row.cells.push_back({acted[g].select(0, static_cast<int64_t>(i)), names[preds[g][i]], preds[g][i] == truth[i]});
+            grid.push_back(row);
+          }
         }
+        if (!grid.empty())
+          write_text_file(grid_path, svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
+                                                        regime + ", seed " + std::to_string(p.seeds[0]) + ")",
+                                                    cols, grid));
       }
-      if (!grid.empty())
-        write_text_file(grid_path, svg_image_grid("test images under " + G.name() + " and each method's prediction (" +
-                                                      regime + ", seed " + std::to_string(p.seeds[0]) + ")",
-                                                  cols, grid));
       md += "Predictions on test images under " + G.name() + " (green: correct): ![grid](" + slug(regime) + "/grid.svg)\n\n";
     }
   }
