@@ -159,6 +159,8 @@ ORBIT_KERNEL_CASE(batch_norm_training_affine_float32, kNormTol32) {
   // Many lanes per channel (8 * 1023 values, 128 lanes), blocks not a multiple of the lanes, and an
   // offset mean (the variance from deviations, not E[x^2] - E[x]^2).
   for (const Tensor& t : batch_norm_training(dev, {8, 2, 33, 31}, 211, DType::F32, 3.0)) out.push_back(t);
+  // 5 * 1763 values, 138 lanes: the combining pass adds runs of 64, 64 and 10 partial sums.
+  for (const Tensor& t : batch_norm_training(dev, {5, 2, 41, 43}, 215, DType::F32, -2.0)) out.push_back(t);
   return out;
 }
 

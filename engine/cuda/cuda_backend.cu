@@ -2,6 +2,7 @@
 #include "engine/cuda/cuda_backend.h"
 
 #include <cuda_runtime.h>
+#include <cuda_profiler_api.h>
 
 #include <algorithm>
 #include <cstring>
@@ -212,6 +213,16 @@ std::unique_ptr<Backend> make_backend() {
 MemoryStats memory_stats() { return allocator().stats(); }
 void reset_peak_memory() { allocator().reset_peak(); }
 void synchronize() { ORBIT_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+void profiler_start() {
+  ORBIT_CUDA_CHECK(cudaDeviceSynchronize());
+  ORBIT_CUDA_CHECK(cudaProfilerStart());
+}
+
+void profiler_stop() {
+  ORBIT_CUDA_CHECK(cudaDeviceSynchronize());
+  ORBIT_CUDA_CHECK(cudaProfilerStop());
+}
 
 EventTimer::EventTimer() {
   cudaEvent_t a = nullptr, b = nullptr;

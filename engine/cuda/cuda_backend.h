@@ -55,6 +55,12 @@ class EventTimer {
   void* stop_ = nullptr;
 };
 
+// Marks the region a profiler started with "capture from start off" records (cudaProfilerStart /
+// cudaProfilerStop), for example `ncu --profile-from-start off`; without a profiler attached they do
+// nothing. orbit_bench_cuda --profile 1 wraps one training step in them.
+void profiler_start();
+void profiler_stop();
+
 // TF32 tensor-core math for float32 GEMM (cuBLAS) and convolutions (cuDNN): faster, but inputs are
 // rounded to a 10-bit mantissa, so results differ from the CPU's by ~1e-3 relative. Off by default
 // (full float32 arithmetic); ORBIT_CUDA_TF32=1 in the environment turns it on (read once, the first

@@ -85,7 +85,17 @@ struct GpuExec {
     Buffer(Buffer&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
-    ~Buffer() { device_free(p_); }
+    Buffer& operator=(Buffer&& o) noexcept {
+      if (this != &o) {
+        if (p_) device_free(p_);
+        p_ = o.p_;
+        o.p_ = nullptr;
+      }
+      return *this;
+    }
+    ~Buffer() {
+      if (p_) device_free(p_);
+    }
     void* data() { return p_; }
 
    private:

@@ -11,6 +11,13 @@
 //                    [--conv POLICY]  (how cuDNN's convolution algorithms are chosen: deterministic,
 //                                      heuristic or search; with search, PyTorch runs with
 //                                      torch.backends.cudnn.benchmark = True, its equivalent)
+//                    [--profile 1]    (one more training step on each side: Orbit's inside
+//                                      cudaProfilerStart / cudaProfilerStop, the range a profiler started
+//                                      with capture off records; PyTorch's under torch.profiler, its GPU
+//                                      time per kernel printed. With --child 1 Orbit's measuring process
+//                                      runs alone and prints its JSON, so `ncu --profile-from-start off
+//                                      ... orbit_bench_cuda --child 1 --reps 1 --profile 1` records one
+//                                      training step: .ci/gpu_checks, tests/bench/ncu_summary.py)
 //
 // Ratios are PyTorch time / Orbit time (> 1: Orbit is faster).
 #include <unistd.h>
@@ -56,7 +63,7 @@ double median_seconds(F&& fn, int reps) {
   return t[t.size() / 2];
 }
 
-nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int reps) {
+nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int reps, bool profile) {
   const Device gpu = Device::cuda(0);
   Generator gen(0);
   ModelOptions mo;
@@ -93,6 +100,13 @@ nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int
   cross_entropy((*m)(x), y).backward();
   opt.step();
   const double train_gpu_s = timer.stop_ms() / 1000.0;
+  if (profile) {
+    cuda::profiler_start();
+    opt.zero_grad(true);
+    cross_entropy((*m)(x), y).backward();
+    opt.step();
+    cuda::profiler_stop();
+  }
   return {{"infer_s", infer_s}, {"train_s", train_s}, {"train_gpu_s", train_gpu_s},
           {"peak_mb", static_cast<double>(cuda::memory_stats().peak_allocated) / (1 << 20)}};
 }
@@ -103,7 +117,7 @@ nlohmann::json measure(const std::string& name, int64_t batch, int64_t size, int
 int main(int argc, char** argv) {
   int reps = 10;
   int64_t batch = 64, size = 224;
-  std::string tf32_arg = "0", child_arg = "0";
+  std::string tf32_arg = "0", child_arg = "0", profile_arg = "0";
   std::string cudnn = "none", conv = "deterministic";
   std::string model = "resnet50", python = "/usr/bin/python3", json_out;
   bench::Options("orbit_bench_cuda")
@@ -116,9 +130,10 @@ int main(int argc, char** argv) {
       .text("--tf32", tf32_arg, {"0", "1"})
       .text("--cudnn", cudnn, {}, "none|all|bn,pool,softmax")
       .text("--conv", conv, {"deterministic", "heuristic", "search"})
+      .text("--profile", profile_arg, {"0", "1"})
       .text("--child", child_arg, {"0", "1"})
       .parse_or_exit(argc, argv);
-  const bool tf32 = tf32_arg == "1", child = child_arg == "1";
+  const bool tf32 = tf32_arg == "1", child = child_arg == "1", profile = profile_arg == "1";
 #ifndef ORBIT_WITH_CUDA
   std::printf("orbit_bench_cuda: this build has no CUDA backend (build with CUDA=1 on a machine with the CUDA toolkit); skipped\n");
   return 0;
@@ -136,7 +151,7 @@ int main(int argc, char** argv) {
   }
   cuda::set_allow_tf32(tf32);
   if (child) {
-    std::printf("%s\n", measure(model, batch, size, reps).dump().c_str());
+    std::printf("%s\n", measure(model, batch, size, reps, profile).dump().c_str());
     return 0;
   }
   char self[4096];
@@ -145,7 +160,7 @@ int main(int argc, char** argv) {
   self[len] = 0;
   const std::string args = " --reps " + std::to_string(reps) + " --batch " + std::to_string(batch) + " --size " +
                            std::to_string(size) + " --model " + model + " --tf32 " + (tf32 ? "1" : "0") +
-                           " --cudnn " + cudnn + " --conv " + conv;
+                           " --cudnn " + cudnn + " --conv " + conv + " --profile " + profile_arg;
   const nlohmann::json o = run_json(std::string(self) + args + " --child 1");
   if (o.is_null()) return 1;
   // The peer script from the source tree this was built from, or, when the binary was carried to
@@ -156,7 +171,7 @@ int main(int argc, char** argv) {
   nlohmann::json t = nullptr;
   if (have_torch)
     t = run_json(python + " " + peer + " " + model + " " + std::to_string(batch) + " " + std::to_string(size) + " " +
-                 std::to_string(reps) + " " + (tf32 ? "1" : "0") + " " + (conv == "search" ? "1" : "0"));
+                 std::to_string(reps) + " " + (tf32 ? "1" : "0") + " " + (conv == "search" ? "1" : "0") + " " + profile_arg);
   else
     std::printf("(no PyTorch peer: %s cannot import torch and torchvision with CUDA)\n", python.c_str());
   std::printf("%s on the GPU, batch %lld of 3x%lldx%lld, float32, TF32 %s, through cuDNN: convolutions (algorithms: %s) and %s, median of %d steps after a warm-up; ratio = PyTorch time / Orbit time\n",

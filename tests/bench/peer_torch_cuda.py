@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """PyTorch GPU peer for bench_cuda: a torchvision model's training step and inference on cuda:0.
 
-Usage: peer_torch_cuda.py MODEL BATCH SIZE REPS TF32 [BENCHMARK]
+Usage: peer_torch_cuda.py MODEL BATCH SIZE REPS TF32 [BENCHMARK [PROFILE]]
 Prints JSON {"torch": version, "train_s", "infer_s": median seconds, "peak_mb": max_memory_allocated}.
 Eager mode, float32; TF32 for matmuls and cuDNN as asked (0: off, as Orbit's default);
 torch.backends.cudnn.benchmark as asked (0, the default: off; 1: timed search of the convolution
 algorithms, the equivalent of Orbit's conv algorithm policy "search"). Training step:
 train mode, forward, cross-entropy, backward, SGD (lr 0.01, momentum 0.9), gradients set to None first.
 One warm-up of each, then the median of REPS timed runs, each ended by torch.cuda.synchronize().
+PROFILE 1: one more training step under torch.profiler, whose GPU time per kernel goes to stderr
+(the 40 largest), to set beside Orbit's from ncu (orbit_bench_cuda --profile 1).
 """
 import json
 import sys
@@ -58,6 +60,14 @@ def main():
     torch.cuda.reset_peak_memory_stats()
     train_s = median_time(train, reps)
     peak = torch.cuda.max_memory_allocated() / 2**20
+    if len(sys.argv) > 7 and sys.argv[7] == "1":
+        from torch.profiler import ProfilerActivity, profile
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            train()
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=110)
+        print(table, file=sys.stderr)
     print(json.dumps({"torch": torch.__version__, "train_s": train_s, "infer_s": infer_s, "peak_mb": peak}))
 
 

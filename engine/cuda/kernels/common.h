@@ -40,6 +40,21 @@ namespace orbit::cuda::kernels {
 
 constexpr int kMaxDims = 8;
 
+// a / b for a >= 0 and b > 0, in 32-bit arithmetic when both fit: a GPU divides 64-bit integers by a
+// long software sequence and 32-bit ones in a few instructions.
+ORBIT_HD inline int64_t k_div(int64_t a, int64_t b) {
+  if (((a | b) >> 32) == 0) return static_cast<int64_t>(static_cast<uint32_t>(a) / static_cast<uint32_t>(b));
+  return a / b;
+}
+
+// Elementwise kernels compute kUnroll elements per work item: item i of m = unrolled_items(n) takes
+// the elements i, i + m, i + 2m, ... below n, and loads all of them before it stores any. On a GPU a
+// thread then has kUnroll independent loads in flight (with one element per thread the memory system
+// waits between them; streaming kernels reach about half the bandwidth), and each load instruction of
+// a warp still reads neighbouring addresses. Items touch disjoint elements, so in-place ops stay safe.
+constexpr int kUnroll = 4;
+inline int64_t unrolled_items(int64_t n) { return (n + kUnroll - 1) / kUnroll; }
+
 // ---------------------------------------------------------------------------- strided indexing
 // Offsets (in elements) of K operands of the same logical shape from a flat row-major index i.
 // Size-1 dims are dropped and neighbouring dims contiguous in every operand are merged on the host.
@@ -54,7 +69,7 @@ struct Indexer {
   ORBIT_HD void offsets(int64_t i, int64_t* o) const {
     for (int k = 0; k < K; ++k) o[k] = 0;
     for (int d = ndim - 1; d > 0; --d) {
-      const int64_t q = i / sizes[d];
+      const int64_t q = k_div(i, sizes[d]);
       const int64_t r = i - q * sizes[d];
       i = q;
       for (int k = 0; k < K; ++k) o[k] += r * strides[k][d];

@@ -97,10 +97,17 @@ struct UnaryKernel {
   T* out;
   UnaryOp op;
   T alpha, beta;
+  int64_t n, m;  // elements, items (kUnroll elements each: i, i + m, ...)
   ORBIT_HD void operator()(int64_t i) const {
-    int64_t o[2];
-    g.offsets(i, o);
-    out[o[0]] = unary_value(op, x[o[1]], alpha, beta);
+    int64_t o[kUnroll][2] = {};
+    T v[kUnroll] = {};
+    for (int u = 0; u < kUnroll; ++u)
+      if (i + u * m < n) {
+        g.offsets(i + u * m, o[u]);
+        v[u] = x[o[u][1]];
+      }
+    for (int u = 0; u < kUnroll; ++u)
+      if (i + u * m < n) out[o[u][0]] = unary_value(op, v[u], alpha, beta);
   }
 };
 
@@ -109,7 +116,8 @@ void unary(const Exec& ex, UnaryOp op, const Tensor& x, const Tensor& out, doubl
   const auto g = make_indexer<2>(x.shape(), {out.strides(), x.strides()});
   dispatch_float(x.dtype(), "unary op", [&](auto tag) {
     using T = decltype(tag);
-    ex.launch(x.numel(), UnaryKernel<T>{g, ptr<const T>(x), ptr<T>(out), op, static_cast<T>(alpha), static_cast<T>(beta)});
+    const int64_t n = x.numel(), m = unrolled_items(n);
+    ex.launch(m, UnaryKernel<T>{g, ptr<const T>(x), ptr<T>(out), op, static_cast<T>(alpha), static_cast<T>(beta), n, m});
   });
 }
 
@@ -176,10 +184,18 @@ struct BinaryKernel {
   const T* b;
   T* out;
   BinaryOp op;
+  int64_t n, m;  // elements, items (kUnroll elements each: i, i + m, ...)
   ORBIT_HD void operator()(int64_t i) const {
-    int64_t o[3];
-    g.offsets(i, o);
-    out[o[0]] = binary_value(op, a[o[1]], b[o[2]]);
+    int64_t o[kUnroll][3] = {};
+    T va[kUnroll] = {}, vb[kUnroll] = {};
+    for (int u = 0; u < kUnroll; ++u)
+      if (i + u * m < n) {
+        g.offsets(i + u * m, o[u]);
+        va[u] = a[o[u][1]];
+        vb[u] = b[o[u][2]];
+      }
+    for (int u = 0; u < kUnroll; ++u)
+      if (i + u * m < n) out[o[u][0]] = binary_value(op, va[u], vb[u]);
   }
 };
 
@@ -190,7 +206,8 @@ void binary(const Exec& ex, BinaryOp op, const Tensor& a, const Tensor& b, const
     using T = decltype(tag);
     if (!std::is_floating_point<T>::value && !binary_defined_for_int(op))
       throw Error(str_cat("binary op ", static_cast<int>(op), " is not defined for ", dtype_name(out.dtype())));
-    ex.launch(out.numel(), BinaryKernel<T>{g, ptr<const T>(a), ptr<const T>(b), ptr<T>(out), op});
+    const int64_t n = out.numel(), m = unrolled_items(n);
+    ex.launch(m, BinaryKernel<T>{g, ptr<const T>(a), ptr<const T>(b), ptr<T>(out), op, n, m});
   });
 }
 
