@@ -104,12 +104,14 @@ class EmulateEverything : public ::testing::Environment {
 };
 const bool kEmulateEverything = [] {
   const char* v = std::getenv("ORBIT_EMULATE_CUDA_KERNELS");
-  if (v && std::string(v) == "1") ::testing::AddGlobalTestEnvironment(new EmulateEverything);
-  return v != nullptr;
+  // Only "1" turns it on: "0" (or anything else) leaves the CPU backend, as if the variable were unset.
+  const bool on = v && std::string(v) == "1";
+  if (on) ::testing::AddGlobalTestEnvironment(new EmulateEverything);
+  return on;
 }();
 
 TEST(CudaKernelsOnHost, TheWholeRunIsEmulatedWhenAsked) {
-  if (!kEmulateEverything) GTEST_SKIP() << "ORBIT_EMULATE_CUDA_KERNELS is not set";
+  if (!kEmulateEverything) GTEST_SKIP() << "ORBIT_EMULATE_CUDA_KERNELS is not 1";
   EXPECT_STREQ(backend(Device::cpu()).name(), "cuda kernels on the host");
 }
 

@@ -31,12 +31,22 @@
 #include "train/study.h"
 #include "train/trainer.h"
 #include "weights/weights.h"
+#ifdef ORBIT_WITH_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 
 using namespace orbit;
 
 namespace {
 
-const char* kUsage = R"(orbit: equivariant fine-tuning engine (CPU build)
+// Which backends this build has: the usage's first line and `orbit version` say it.
+#ifdef ORBIT_WITH_CUDA
+#define ORBIT_BUILD_BACKENDS "CPU and CUDA backends"
+#else
+#define ORBIT_BUILD_BACKENDS "CPU backend; built without the CUDA backend"
+#endif
+
+const char* kUsage = "orbit: equivariant fine-tuning engine (" ORBIT_BUILD_BACKENDS ")" R"(
 
 usage:
   orbit pretrain --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
@@ -373,7 +383,13 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "version" || cmd == "--version") {
-      std::printf("orbit 0.1.0 (CPU backend, sgemm kernel %s, %d threads)\n", cpu::sgemm_kernel_name(), num_threads());
+      std::string cuda_part = "built without the CUDA backend";
+#ifdef ORBIT_WITH_CUDA
+      const int gpus = cuda::device_count();
+      cuda_part = gpus > 0 ? str_cat("CUDA backend, ", gpus, gpus == 1 ? " GPU" : " GPUs") : "CUDA backend, no GPU found";
+#endif
+      std::printf("orbit 0.1.0 (CPU backend, sgemm kernel %s, %d threads; %s)\n", cpu::sgemm_kernel_name(), num_threads(),
+                  cuda_part.c_str());
       return 0;
     }
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {

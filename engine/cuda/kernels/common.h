@@ -49,9 +49,10 @@ ORBIT_HD inline int64_t k_div(int64_t a, int64_t b) {
 
 // Elementwise kernels compute kUnroll elements per work item: item i of m = unrolled_items(n) takes
 // the elements i, i + m, i + 2m, ... below n, and loads all of them before it stores any. On a GPU a
-// thread then has kUnroll independent loads in flight (with one element per thread the memory system
-// waits between them; streaming kernels reach about half the bandwidth), and each load instruction of
-// a warp still reads neighbouring addresses. Items touch disjoint elements, so in-place ops stay safe.
+// thread then has kUnroll independent loads in flight, and each load instruction of a warp still reads
+// neighbouring addresses (a large unary op on an H200, counting one read and one write per element:
+// 1.9 TB/s with one element per item, 2.3 TB/s with four). Items touch disjoint elements, so in-place
+// ops stay safe.
 constexpr int kUnroll = 4;
 inline int64_t unrolled_items(int64_t n) { return (n + kUnroll - 1) / kUnroll; }
 
