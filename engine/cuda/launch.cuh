@@ -87,15 +87,13 @@ struct GpuExec {
     Buffer& operator=(const Buffer&) = delete;
     Buffer& operator=(Buffer&& o) noexcept {
       if (this != &o) {
-        if (p_) device_free(p_);
+        device_free(p_);  // null (a moved-from Buffer) is ignored
         p_ = o.p_;
         o.p_ = nullptr;
       }
       return *this;
     }
-    ~Buffer() {
-      if (p_) device_free(p_);
-    }
+    ~Buffer() { device_free(p_); }
     void* data() { return p_; }
 
    private:

@@ -83,18 +83,20 @@ struct CombineLanesKernel {
   }
 };
 
-// The partial sums that pass 2 adds: `part` itself when a row has at most kLaneGroup of them,
-// otherwise their combination in `scratch` (allocated here, kept alive by the caller). *L becomes
-// the number per row.
+// The partial sums that pass 2 adds, L per row: `part` itself when a row has at most kLaneGroup of
+// them, otherwise their combination in `scratch` (allocated here, kept alive by the caller).
+struct LaneSums {
+  const double* part;
+  int64_t L;
+};
 template <class Exec, class Buffer>
-const double* combine_lanes(const Exec& ex, const double* part, int64_t rows, int64_t* L, Buffer* scratch) {
-  if (*L <= kLaneGroup) return part;
-  const int64_t L2 = (*L + kLaneGroup - 1) / kLaneGroup;
+LaneSums combine_lanes(const Exec& ex, const double* part, int64_t rows, int64_t L, Buffer* scratch) {
+  if (L <= kLaneGroup) return {part, L};
+  const int64_t L2 = (L + kLaneGroup - 1) / kLaneGroup;
   *scratch = ex.scratch(sizeof(double) * static_cast<size_t>(rows * L2));
   double* out = static_cast<double*>(scratch->data());
-  ex.launch(rows * L2, CombineLanesKernel{part, out, *L, L2});
-  *L = L2;
-  return out;
+  ex.launch(rows * L2, CombineLanesKernel{part, out, L, L2});
+  return {out, L2};
 }
 
 }  // namespace norm_detail
@@ -165,14 +167,12 @@ void batch_norm_stats(const Exec& ex, const Tensor& x, const Tensor& mean, const
     using T = decltype(tag);
     const T* xp = ptr<const T>(x);
     auto combined = ex.scratch(0);
-    int64_t L2 = L;
     ex.launch(l.C * L, BnPartialSumKernel<T>{xp, nullptr, pp, l.C, l.S, M, L});
-    const double* sums = norm_detail::combine_lanes(ex, pp, l.C, &L2, &combined);
-    ex.launch(l.C, BnMeanKernel{sums, mp, M, L2});
-    L2 = L;
+    const norm_detail::LaneSums sums = norm_detail::combine_lanes(ex, pp, l.C, L, &combined);
+    ex.launch(l.C, BnMeanKernel{sums.part, mp, M, sums.L});
     ex.launch(l.C * L, BnPartialSumKernel<T>{xp, mp, pp, l.C, l.S, M, L});
-    sums = norm_detail::combine_lanes(ex, pp, l.C, &L2, &combined);
-    ex.launch(l.C, BnVarKernel<T>{sums, mp, ptr<T>(mean), ptr<T>(var), M, L2});
+    const norm_detail::LaneSums squares = norm_detail::combine_lanes(ex, pp, l.C, L, &combined);
+    ex.launch(l.C, BnVarKernel<T>{squares.part, mp, ptr<T>(mean), ptr<T>(var), M, squares.L});
   });
 }
 
@@ -320,15 +320,14 @@ void batch_norm_backward(const Exec& ex, const Tensor& x, const Tensor& gy, cons
     const T* gp = ptr<const T>(gy);
     // The two rows of partial sums of a channel are rows c and C + c of [2C, L].
     auto combined = ex.scratch(0);
-    int64_t L2 = L;
-    const double* sums = nullptr;
+    norm_detail::LaneSums sums{nullptr, L};
     if (need_sums) {
       ex.launch(l.C * L, BnBackwardPartialKernel<T>{xp, gp, ptr<const T>(mean), pp, l.C, l.S, M, L});
-      sums = norm_detail::combine_lanes(ex, pp, 2 * l.C, &L2, &combined);
+      sums = norm_detail::combine_lanes(ex, pp, 2 * l.C, L, &combined);
     }
-    ex.launch(l.C, BnBackwardCoefKernel<T>{sums, ptr<const T>(mean), ptr<const T>(invstd),
+    ex.launch(l.C, BnBackwardCoefKernel<T>{sums.part, ptr<const T>(mean), ptr<const T>(invstd),
                                            norm_detail::ptr_or_null<T>(weight), norm_detail::mut_ptr_or_null<T>(gweight),
-                                           norm_detail::mut_ptr_or_null<T>(gbias), cp, l.C, M, L2, batch_stats});
+                                           norm_detail::mut_ptr_or_null<T>(gbias), cp, l.C, M, sums.L, batch_stats});
     if (gx.defined() && l.S > 0) {
       const int64_t n = x.numel(), m = unrolled_items(n);
       ex.launch(m, BnBackwardInputKernel<T>{xp, gp, cp, ptr<T>(gx), l.C, l.S, n, m});
