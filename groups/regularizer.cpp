@@ -25,6 +25,14 @@ const char* discrepancy_name(Discrepancy d) {
   return "?";
 }
 
+Reference parse_reference(const std::string& s) {
+  if (s == "upright") return Reference::Upright;
+  if (s == "orbit_mean") return Reference::OrbitMean;
+  throw Error(str_cat("unknown regularizer reference \"", s, "\"; expected one of \"upright\", \"orbit_mean\""));
+}
+
+const char* reference_name(Reference r) { return r == Reference::Upright ? "upright" : "orbit_mean"; }
+
 namespace {
 
 // Mean over every dim but the first: [N, ...] -> [N].
@@ -42,6 +50,46 @@ Tensor kl_per_item(const Tensor& a, const Tensor& b) {
   const Tensor terms = mul(exp(log_p), sub(log_p, log_q));
   const Tensor per_position = sum(terms, {1});  // [N, ...spatial]
   return mean_per_item(per_position);
+}
+
+}  // namespace
+
+namespace {
+
+// The penalty against the orbit mean (Reference::OrbitMean): see the header. draw_elements lists the
+// copies item by item, the same number per item, so the copies of the k-th chosen item are rows
+// [k·s, (k+1)·s) of out_g.
+Tensor orbit_mean_penalty(const Group& G, const RegularizedOutput& r, const Tensor& out_g, const RegularizerOptions& o) {
+  const bool kl = o.discrepancy != Discrepancy::SquaredL2;
+  ORBIT_CHECK(!kl || o.out_kind == FieldKind::Invariant || o.out_kind == FieldKind::Scalar,
+              "regularizer: the orbit-mean reference with the discrepancy \"", discrepancy_name(o.discrepancy),
+              "\" needs outputs whose action leaves the channels alone (invariant or scalar), got \"",
+              field_kind_name(o.out_kind), "\"; use \"l2\" or the upright reference");
+  const int64_t M = out_g.size(0);
+  std::vector<int64_t> chosen, slot(r.items.size());
+  for (size_t k = 0; k < r.items.size(); ++k) {
+    if (chosen.empty() || chosen.back() != r.items[k]) chosen.push_back(r.items[k]);
+    slot[k] = static_cast<int64_t>(chosen.size()) - 1;
+  }
+  const int64_t m = static_cast<int64_t>(chosen.size()), s = M / m;
+  ORBIT_CHECK(s * m == M, "regularizer: expected the same number of copies per item, got ", M, " copies of ", m, " items");
+  std::vector<int64_t> inverses(r.elements.size());
+  for (size_t k = 0; k < r.elements.size(); ++k) inverses[k] = G.inverse(r.elements[k]);
+  const Device dev = out_g.device();
+  const Tensor chosen_index = Tensor::from_vector(chosen, {m}).to(dev);
+  const Tensor slot_index = Tensor::from_vector(slot, {M}).to(dev);
+
+  const Tensor upright = index_select(r.output, 0, chosen_index);             // [m, ...]
+  const Tensor back = act_per_sample(G, inverses, out_g, o.out_kind);         // copies in the upright frame
+  auto space = [&](const Tensor& y) { return kl ? softmax(y, 1) : y; };       // what is averaged
+  Shape grouped = back.shape();
+  grouped[0] = s;
+  grouped.insert(grouped.begin(), m);                                          // [m, s, ...]
+  Tensor avg = mul(add(sum(space(back).reshape(grouped), {1}), space(upright)), 1.0 / static_cast<double>(s + 1));
+  if (kl) avg = log(clamp_min(avg, 1e-30));                                   // logits whose softmax is the mean
+  if (o.stop_gradient) avg = avg.detach();
+  const Tensor ref_g = act_per_sample(G, r.elements, index_select(avg, 0, slot_index), o.out_kind);
+  return mean(cat({discrepancy(upright, avg, o.discrepancy), discrepancy(out_g, ref_g, o.discrepancy)}, 0));
 }
 
 }  // namespace
@@ -136,7 +184,12 @@ RegularizedOutput regularized_forward(const std::function<Tensor(const Tensor&)>
     Tensor ref = act_per_sample(G, r.elements, index_select(y, 0, index), kind);
     return o.stop_gradient ? ref.detach() : ref;
   };
-  Tensor R = mean(discrepancy(out_g, reference_of(r.output, o.out_kind), o.discrepancy));
+  Tensor R;
+  if (o.reference == Reference::Upright) {
+    R = mean(discrepancy(out_g, reference_of(r.output, o.out_kind), o.discrepancy));
+  } else {
+    R = orbit_mean_penalty(G, r, out_g, o);
+  }
   {
     NoGradGuard ng;
     r.raw_penalty = R.detach().clone();

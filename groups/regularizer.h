@@ -18,6 +18,15 @@
 // upright prediction without moving the upright prediction itself ("one-sided"). Without it, both
 // branches receive gradients ("two-sided"), which can collapse the outputs as λ grows.
 //
+// The reference is the upright prediction ρ(g)f(x) (Reference::Upright), or the mean over the item's
+// copies brought back to the upright frame (Reference::OrbitMean, a consistency target in the manner of
+// AugMix's Jensen-Shannon term): m_i = mean over {x_i} ∪ {its copies g·x_i} of ρ(g)⁻¹ f(g·x_i), averaged
+// as probabilities (softmax over dim 1) for the KL forms and as outputs for squared L2. Every copy,
+// the original included, is then compared with ρ(g)·m_i, so R is the mean of d over 1 + samples terms
+// per item. With the whole orbit, m_i is the equi-tuned (group-averaged) prediction, and the penalty
+// distils it into the single pass. The KL forms need outputs whose action leaves channels alone
+// (invariant logits, scalar maps).
+//
 // Feature taps regularize intermediate feature maps too: named submodules of the model (dotted names,
 // as in state_dict: "layer3") whose outputs [2N..., C, H, W] are compared with the spatial action on
 // the maps of the original items, by squared L2, weighted by tap_weight.
@@ -39,6 +48,10 @@
 namespace orbit::groups {
 
 enum class Discrepancy { SquaredL2, KL, SymmetricKL };
+enum class Reference { Upright, OrbitMean };
+// "upright", "orbit_mean"; throws naming the string and listing these.
+Reference parse_reference(const std::string& s);
+const char* reference_name(Reference r);
 // "l2", "kl", "sym_kl"; throws naming the string and listing these.
 Discrepancy parse_discrepancy(const std::string& s);
 const char* discrepancy_name(Discrepancy d);
@@ -52,6 +65,7 @@ struct RegularizerOptions {
   int64_t samples = 1;        // elements drawn per item (without replacement); 0: the whole orbit
   double item_fraction = 1.0; // share of the batch's items that get transformed copies, in (0, 1]
   bool stop_gradient = true;  // detach the reference branch ρ(g)·f(x)
+  Reference reference = Reference::Upright;  // what each copy is compared with (see above)
   FieldKind in_kind = FieldKind::Scalar;      // how G acts on the input
   FieldKind out_kind = FieldKind::Invariant;  // how G acts on the output
   std::vector<std::string> taps;  // submodules of `taps_root` whose feature maps are regularized

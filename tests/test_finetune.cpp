@@ -146,6 +146,7 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
   expect_bad({{"lamda", 1.0}}, {"unknown key", "lamda", "lambda"});
   expect_bad({{"discrepancy", "js"}}, {"discrepancy", "js", "sym_kl"});
+  expect_bad({{"reference", "mean"}}, {"reference", "mean", "orbit_mean"});
   expect_bad({{"canonicalize", true}, {"equitune", true}}, {"canonicalize", "equitune"});
   expect_bad({{"canonicalize", true}, {"augment", "group"}}, {"canonicalize", "augment", "group"});
   expect_bad({{"canonicalize", true}, {"lambda", 1.0}}, {"canonicalize", "lambda"});
@@ -198,6 +199,7 @@ TEST(Finetune, PretrainThenEveryMethod) {
       {"ours_taps_preserve", {{"lambda", 1.0}, {"taps", {"layer2"}}, {"preserve", true}, {"augment", "group"}}, 1},
       {"frozen", {{"freeze", {"conv1.", "bn1.", "layer1."}}}, 1},
       {"half_batch_quick_eval", {{"lambda", 1.0}, {"reg_fraction", 0.5}, {"angle_test_fraction", 0.5}}, 1},
+      {"ours_orbit_mean", {{"lambda", 1.0}, {"reference", "orbit_mean"}, {"samples", 2}}, 1},
       {"canonicalize", {{"canonicalize", true}, {"canon_prior", 2.0}}, 1},
   };
   for (const Method& me : methods) {

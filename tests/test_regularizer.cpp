@@ -297,3 +297,157 @@ TEST(Regularizer, FeatureTapsAndPreserve) {
   EXPECT_EQ(r.penalty.item(), 0.0);
   EXPECT_NEAR(r.raw_penalty.item(), base, 1e-12);
 }
+
+namespace {
+
+// The orbit-mean penalty computed one item at a time: the copies of item i (and x_i itself) are
+// brought back to the upright frame, averaged (as probabilities for KL, as outputs for L2), and each
+// copy is compared with the average carried into its own frame.
+double orbit_mean_direct(const std::function<Tensor(const Tensor&)>& f, const Group& G, const Tensor& x,
+                         const RegularizedOutput& r, Discrepancy d, FieldKind out_kind) {
+  const bool kl = d != Discrepancy::SquaredL2;
+  double total = 0;
+  int64_t terms = 0;
+  for (size_t k0 = 0; k0 < r.items.size();) {
+    size_t k1 = k0;
+    while (k1 < r.items.size() && r.items[k1] == r.items[k0]) ++k1;
+    const Tensor xi = x.narrow(0, r.items[k0], 1);
+    std::vector<Tensor> outs = {f(xi)};
+    std::vector<int64_t> els = {0};
+    for (size_t k = k0; k < k1; ++k) {
+      outs.push_back(f(act(G, r.elements[k], xi, FieldKind::Scalar)));
+      els.push_back(r.elements[k]);
+    }
+    Tensor avg;
+    for (size_t j = 0; j < outs.size(); ++j) {
+      Tensor back = act(G, G.inverse(els[j]), outs[j], out_kind);
+      if (kl) back = softmax(back, 1);
+      avg = avg.defined() ? add(avg, back) : back;
+    }
+    avg = mul(avg, 1.0 / outs.size());
+    if (kl) avg = log(avg);
+    for (size_t j = 0; j < outs.size(); ++j, ++terms)
+      total += discrepancy(outs[j], act(G, els[j], avg, out_kind), d).item();
+    k0 = k1;
+  }
+  return total / terms;
+}
+
+}  // namespace
+
+TEST(Regularizer, OrbitMeanReferenceEqualsDirectComputation) {
+  // Class logits under D4 (KL and symmetric KL; 2 sampled elements, the whole orbit, and a share of
+  // the items), and dense scalar maps under C4 by squared L2, where the copies must be rotated back
+  // before they are averaged.
+  const Group D4 = Group::parse("D4"), C4 = Group::parse("C4");
+  auto net = small_net(DType::F64, 6);
+  auto f = [&](const Tensor& t) { return (*net)(t); };
+  const Tensor x = randn({4, 1, 6, 6}, 16).to(DType::F64);
+  RegularizerOptions o;
+  o.reference = Reference::OrbitMean;
+  for (auto d : {Discrepancy::KL, Discrepancy::SymmetricKL})
+    for (int64_t samples : {1, 2, 0})
+      for (double share : {1.0, 0.5}) {
+        o.discrepancy = d;
+        o.samples = samples;
+        o.item_fraction = share;
+        Generator gen(7);
+        const auto r = regularized_forward(f, net.get(), D4, x, o, gen);
+        const double expect = orbit_mean_direct(f, D4, x, r, d, FieldKind::Invariant);
+        EXPECT_NEAR(r.penalty.item(), expect, 1e-12 * std::max(1.0, expect))
+            << discrepancy_name(d) << " samples " << samples << " share " << share;
+        EXPECT_GT(expect, 1e-4);
+        // It differs from the upright reference (which compares only the copies with f(x)).
+        o.reference = Reference::Upright;
+        Generator g2(7);
+        EXPECT_GT(std::abs(regularized_forward(f, net.get(), D4, x, o, g2).penalty.item() - expect), 1e-6);
+        o.reference = Reference::OrbitMean;
+      }
+  Generator cg(8);
+  auto conv = std::make_shared<Conv2d>(1, 2, 3, 1, 1, 1, 1, true, ConvPadding::Zeros, &cg);
+  conv->to(DType::F64);
+  auto g = [&](const Tensor& t) { return (*conv)(t); };
+  o.discrepancy = Discrepancy::SquaredL2;
+  o.out_kind = FieldKind::Scalar;
+  o.item_fraction = 1.0;
+  for (int64_t samples : {1, 0}) {
+    o.samples = samples;
+    Generator gen(3);
+    const auto r = regularized_forward(g, conv.get(), C4, x, o, gen);
+    const double expect = orbit_mean_direct(g, C4, x, r, o.discrepancy, FieldKind::Scalar);
+    EXPECT_NEAR(r.penalty.item(), expect, 1e-12 * std::max(1.0, expect)) << "samples " << samples;
+    EXPECT_GT(expect, 1e-6);
+  }
+}
+
+TEST(Regularizer, OrbitMeanReferenceZeroForInvariantModelAndGradients) {
+  const Group G = Group::parse("C4");
+  auto net = small_net(DType::F64, 7);
+  auto avg = std::make_shared<GroupAveraged>(net, G);
+  const Tensor x = randn({3, 1, 6, 6}, 17).to(DType::F64);
+  RegularizerOptions o;
+  o.reference = Reference::OrbitMean;
+  o.samples = 0;
+  for (auto d : {Discrepancy::SquaredL2, Discrepancy::KL, Discrepancy::SymmetricKL}) {
+    o.discrepancy = d;
+    Generator gen(1);
+    EXPECT_LT(regularized_forward([&](const Tensor& t) { return (*avg)(t); }, avg.get(), G, x, o, gen).penalty.item(), 1e-12)
+        << discrepancy_name(d);
+  }
+  // Gradients: two-sided by finite differences; one-sided equals the gradient with the average
+  // computed once, without gradients, and held fixed (checked by finite differences itself).
+  o.discrepancy = Discrepancy::KL;
+  o.samples = 2;
+  const Tensor w = net->param("3.weight");
+  auto f = [&](const Tensor& t) { return (*net)(t); };
+  auto penalty = [&](bool stop) {
+    o.stop_gradient = stop;
+    Generator gen(4);
+    return regularized_forward(f, net.get(), G, x, o, gen).penalty.reshape({1});
+  };
+  EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>&) { return penalty(false); }, {w}));
+  Generator gen(4);
+  std::vector<int64_t> items, elements;
+  draw_elements(G, 3, 2, gen, items, elements);
+  Tensor avg_logp;  // [3, 4]: log of the mean probabilities of x_i and its two copies
+  {
+    NoGradGuard ng;
+    const Tensor p0 = softmax(f(x), 1);
+    const Tensor pg = softmax(f(act_per_sample(G, elements, index_select(x, 0, Tensor::from_vector(items, {6})), FieldKind::Scalar)), 1);
+    avg_logp = log(mul(add(p0, sum(pg.reshape({3, 2, 4}), {1})), 1.0 / 3)).clone();
+  }
+  const Tensor rows = Tensor::from_vector(items, {6});
+  auto frozen = [&](const std::vector<Tensor>&) {
+    const Tensor dg = discrepancy(f(act_per_sample(G, elements, index_select(x, 0, rows), FieldKind::Scalar)),
+                                  index_select(avg_logp, 0, rows), o.discrepancy);
+    return mean(cat({discrepancy(f(x), avg_logp, o.discrepancy), dg}, 0)).reshape({1});
+  };
+  EXPECT_TRUE(gradcheck(frozen, {w}));
+  w.zero_grad();
+  frozen({}).sum().backward();
+  const Tensor g_frozen = w.grad().clone();
+  w.zero_grad();
+  penalty(true).sum().backward();
+  EXPECT_TRUE(all_close(w.grad(), g_frozen, 1e-10, 1e-12));
+  w.zero_grad();
+  penalty(false).sum().backward();
+  EXPECT_GT(amax(abs(sub(w.grad(), g_frozen)), {}).item(), 1e-6) << "the two forms differ";
+}
+
+TEST(Regularizer, OrbitMeanReferenceErrors) {
+  EXPECT_EQ(parse_reference("upright"), Reference::Upright);
+  EXPECT_EQ(parse_reference("orbit_mean"), Reference::OrbitMean);
+  expect_error([] { parse_reference("mean"); }, {"mean", "upright", "orbit_mean"});
+  // KL on vector fields: the mean of softmaxes would be rotated as a vector; refused.
+  const Group G = Group::parse("C4");
+  Generator cg(9);
+  auto conv = std::make_shared<Conv2d>(1, 2, 3, 1, 1, 1, 1, true, ConvPadding::Zeros, &cg);
+  RegularizerOptions o;
+  o.reference = Reference::OrbitMean;
+  o.out_kind = FieldKind::Vector;
+  Generator gen(1);
+  expect_error([&] { regularized_forward([&](const Tensor& t) { return (*conv)(t); }, conv.get(), G, randn({2, 1, 6, 6}, 1), o, gen); },
+               {"orbit-mean", "kl", "vector", "l2"});
+  o.discrepancy = Discrepancy::SquaredL2;  // accepted with L2
+  EXPECT_GT(regularized_forward([&](const Tensor& t) { return (*conv)(t); }, conv.get(), G, randn({2, 1, 6, 6}, 1), o, gen).penalty.item(), 0);
+}

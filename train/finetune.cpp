@@ -60,6 +60,9 @@ const ConfigSchema& run_config_schema() {
         .integer("samples", 1, 0, 1 << 20, "group elements drawn per image for the regularizer (0: the whole orbit)")
         .number("reg_fraction", 1.0, 0.0, 1.0, "share of each batch's images that get transformed copies for the regularizer, in (0, 1]")
         .boolean("stop_gradient", true, "detach the reference branch f(x) in the regularizer (one-sided)")
+        .string("reference", "upright", {"upright", "orbit_mean"},
+                "what the regularizer compares each transformed copy with: the upright prediction f(x), or the mean "
+                "prediction over the image and its copies (then the upright prediction is pulled to it too)")
         .string_list("taps", nlohmann::json::array(), {}, "submodules whose feature maps are also regularized, e.g. [\"layer2\"]")
         .number("tap_weight", 1.0, 0.0, 1e6, "weight of the feature-map terms relative to the output term")
         .boolean("preserve", false, "penalize only the defect above the starting model's own (measured before training)")
@@ -543,6 +546,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   ro.samples = c["samples"];
   ro.item_fraction = c["reg_fraction"];
   ro.stop_gradient = c["stop_gradient"];
+  ro.reference = groups::parse_reference(c["reference"]);
   ro.taps = c["taps"].get<std::vector<std::string>>();
   ro.tap_weight = c["tap_weight"];
   ro.preserve = c["preserve"];

@@ -55,7 +55,7 @@ usage:
       results.json, history.json, loss.svg, angle.svg, checkpoint.safetensors and model.safetensors.
   orbit finetune --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
       The same with "weights" (a model.safetensors of an earlier run) and the method's keys: lambda and
-      the regularizer (discrepancy, samples, stop_gradient, taps, preserve), augment, equitune.
+      the regularizer (discrepancy, samples, stop_gradient, reference, taps, preserve), augment, equitune.
   orbit sweep --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
       Chooses lambda (lambda_grid) and the learning rate (lr_grid) by cv_folds-fold cross-validation
       on the training set, then trains with them and evaluates once on the test set (DIR/final/).
