@@ -78,6 +78,16 @@ const std::vector<ConvCase>& conv_cases() {
       {"same_width_tall_padding", 3, 4, 9, 8, 5, 5, 3, params(1, 1, 3, 1, 1, 1, 1)},
       {"same_width_one_column", 2, 3, 5, 1, 4, 3, 3, params(1, 1, 1, 1, 1, 1, 1)},
       {"same_width_28x28_blocks", 6, 16, 28, 28, 16, 3, 3, params(1, 1, 1, 1, 1, 1, 1)},
+      // Strided convolutions through phase planes (im2col and col2im deinterleave each input plane
+      // by stride phase). The study's 3x3 stride-2 convolutions on 28x28 and on 7x7 images (phases
+      // of 4 and 3 columns for 4 outputs), a stride of (1, 2), and 3x3 stride 2 without padding,
+      // whose last tap reads past the kept row and takes the row-by-row gather instead. stride2,
+      // stride3, stem7x7_s2, groups3_stride2, multi_image_groups_s2, pointwise_stride2 (one phase
+      // of four read) and row_bands_s2_d2 (bands of rows; one row phase read) take phase planes too.
+      {"phases_28x28_s2_blocks", 6, 16, 28, 28, 32, 3, 3, params(2, 2, 1, 1, 1, 1, 1)},
+      {"phases_7x7_s2", 4, 8, 7, 7, 16, 3, 3, params(2, 2, 1, 1, 1, 1, 1)},
+      {"phases_stride_1x2", 2, 3, 8, 12, 4, 3, 3, params(1, 2, 1, 1, 1, 1, 1)},
+      {"strided_no_padding", 3, 4, 9, 9, 5, 3, 3, params(2, 2, 0, 0, 1, 1, 1)},
   };
   return cases;
 }

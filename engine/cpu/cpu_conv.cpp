@@ -34,6 +34,7 @@
 #include <cstring>
 #include <memory>
 #include <type_traits>
+#include <vector>
 
 #include <omp.h>
 
@@ -179,9 +180,156 @@ void clear_wrapped(T* band, int64_t a, int64_t e, int64_t lo, int64_t hi, int64_
   clear_few(band + (e - 1) * Wo + hi, Wo - hi);
 }
 
+// Strided convolutions: phase planes. With stride s along a dimension, input position s * m + q
+// belongs to phase q (0 <= q < s) at index m. A kernel tap with offset off = k * dilation - pad
+// reads input position j * s + off = s * (j + m) + q for output j, where off = s * m + q (m rounded
+// down): phase q at index j + m, a stride-1 read. So im2col first deinterleaves each input plane of
+// the block into its sh * sw phase planes, stored with rows as long as an output row (Wo), and then
+// builds every column-matrix row of a strided convolution exactly as the stride-1 path does: the
+// band's rows that lie inside the phase plane are one contiguous run, and the entries that wrapped
+// around a row edge are cleared after one copy. For a 3x3 stride-2 convolution this replaces nine
+// element-by-element gathers of every output row by one pass over the input and nine copies per
+// plane.
+//
+// The phase plane keeps only Wo entries of a row, so the path needs every tap's read to stay inside
+// them: the last output column a tap reads inside the image, j = hi - 1, must have j + m < Wo.
+// Geometries where a tap reads further right (no padding on the right, as 3x3 stride 2 with padding
+// 0) keep the row-by-row gather.
+struct Phases {
+  bool usable = false;
+  int64_t mh_min = 0, mh_max = 0;  // the range of m over the kernel rows
+  // Phase and index offset of each kernel row (qh, mh) and column (qw, mw).
+  std::vector<int64_t> qh, mh, qw, mw;
+  std::vector<char> used;  // [sh * sw]: whether a tap reads phase (a, b) (a 1x1 kernel reads one)
+
+  // Count of indices of phase q along a dimension of n positions with stride s.
+  static int64_t phase_len(int64_t n, int64_t s, int64_t q) { return q < n ? (n - q + s - 1) / s : 0; }
+  // off = s * m + q with 0 <= q < s.
+  static void split(int64_t off, int64_t s, int64_t& q, int64_t& m) {
+    m = off >= 0 ? off / s : -((-off + s - 1) / s);
+    q = off - s * m;
+  }
+  // Output columns [lo, hi) whose read of phase q at j + m lies inside the phase (as valid_range).
+  static void columns(const ConvGeom& g, int64_t q, int64_t m, int64_t& lo, int64_t& hi) {
+    const int64_t len = phase_len(g.W, g.p.stride_w, q);
+    lo = std::max<int64_t>(0, -m);
+    hi = std::max(lo, std::min(g.Wo, len - m));
+  }
+
+  explicit Phases(const ConvGeom& g) {
+    const Conv2dParams& p = g.p;
+    if (p.stride_h == 1 && p.stride_w == 1) return;
+    qh.resize(g.kh), mh.resize(g.kh), qw.resize(g.kw), mw.resize(g.kw);
+    for (int64_t ki = 0; ki < g.kh; ++ki) split(ki * p.dilation_h - p.pad_h, p.stride_h, qh[ki], mh[ki]);
+    for (int64_t kj = 0; kj < g.kw; ++kj) {
+      split(kj * p.dilation_w - p.pad_w, p.stride_w, qw[kj], mw[kj]);
+      int64_t lo, hi;
+      columns(g, qw[kj], mw[kj], lo, hi);
+      if (lo < hi && hi + mw[kj] > g.Wo) return;  // reads past the kept Wo entries of a row
+    }
+    used.assign(p.stride_h * p.stride_w, 0);
+    for (int64_t ki = 0; ki < g.kh; ++ki)
+      for (int64_t kj = 0; kj < g.kw; ++kj) used[qh[ki] * p.stride_w + qw[kj]] = 1;
+    mh_min = *std::min_element(mh.begin(), mh.end());
+    mh_max = *std::max_element(mh.begin(), mh.end());
+    usable = true;
+  }
+  // Rows of one phase plane built for a band of output rows [i0, i1): phase rows [i0 + mh_min,
+  // i1 + mh_max), of which only those inside the phase are filled.
+  int64_t rows(const Block& blk) const { return blk.i1 - blk.i0 + mh_max - mh_min; }
+};
+
+// Calls f(x_row, phase_row, len) for every row of every phase plane a tap reads that lies inside
+// the phase, over the rows the band needs: x_row is the offset in the input plane of the row's
+// first element (its others follow with stride sw), phase_row the offset of the row in the phase
+// planes (phase (a, b) at (a * sw + b) * rows * Wo, rows = phases.rows(blk)), len the entries of the
+// row that are kept (at most Wo).
+template <class F>
+void for_each_phase_row(const ConvGeom& g, const Phases& phases, const Block& blk, const F& f) {
+  const int64_t sh = g.p.stride_h, sw = g.p.stride_w, rows = phases.rows(blk), t0 = blk.i0 + phases.mh_min;
+  for (int64_t a = 0; a < sh; ++a) {
+    const int64_t len_h = Phases::phase_len(g.H, sh, a);
+    const int64_t r0 = std::max<int64_t>(0, -t0), r1 = std::max(r0, std::min(rows, len_h - t0));
+    for (int64_t b = 0; b < sw; ++b) {
+      if (!phases.used[a * sw + b]) continue;
+      const int64_t len = std::min(g.Wo, Phases::phase_len(g.W, sw, b));
+      for (int64_t r = r0; r < r1; ++r) f(((t0 + r) * sh + a) * g.W + b, ((a * sw + b) * rows + r) * g.Wo, len);
+    }
+  }
+}
+
+// A tap's run: band rows [a, e) and output columns [lo, hi) read inside its phase (empty when
+// a == e or lo >= hi); the band's entry at row a, column lo pairs with the phase planes' entry at
+// `phase` (offsets as in for_each_phase_row), and the entries after it in both follow one another.
+struct TapRun {
+  int64_t a, e, lo, hi, phase;
+  bool empty() const { return a == e || lo >= hi; }
+  int64_t length(int64_t Wo) const { return (e - a - 1) * Wo + hi - lo; }
+};
+
+// Calls f(k, run) for the taps k = ki * kw + kj of the kernel.
+template <class F>
+void for_each_tap(const ConvGeom& g, const Phases& phases, const Block& blk, const F& f) {
+  const int64_t rows = blk.i1 - blk.i0, plane_size = phases.rows(blk) * g.Wo, t0 = blk.i0 + phases.mh_min;
+  for (int64_t ki = 0; ki < g.kh; ++ki) {
+    const int64_t qh = phases.qh[ki], first = blk.i0 + phases.mh[ki];  // band row 0 reads phase row first
+    const int64_t len_h = Phases::phase_len(g.H, g.p.stride_h, qh);
+    const int64_t a = std::max<int64_t>(0, -first), e = std::max(a, std::min(rows, len_h - first));
+    for (int64_t kj = 0; kj < g.kw; ++kj) {
+      const int64_t qw = phases.qw[kj], mw = phases.mw[kj];
+      int64_t lo, hi;
+      Phases::columns(g, qw, mw, lo, hi);
+      const int64_t phase = (qh * g.p.stride_w + qw) * plane_size + (first + a - t0) * g.Wo + lo + mw;
+      f(ki * g.kw + kj, TapRun{a, e, lo, hi, phase});
+    }
+  }
+}
+
+// Deinterleaves the rows the band needs of one input plane into the phase planes that a tap reads.
+// Entries past the phase's end in a row are zero.
+template <class T>
+void build_phases(const T* plane, const ConvGeom& g, const Phases& phases, const Block& blk, T* ph) {
+  const int64_t sw = g.p.stride_w;
+  for_each_phase_row(g, phases, blk, [&](int64_t x_row, int64_t phase_row, int64_t len) {
+    const T* src = plane + x_row;
+    T* d = ph + phase_row;
+    if (sw == 2) {
+      for (int64_t m = 0; m < len; ++m) d[m] = src[2 * m];
+    } else {
+      for (int64_t m = 0; m < len; ++m) d[m] = src[m * sw];
+    }
+    std::fill(d + len, d + g.Wo, T(0));
+  });
+}
+
+// im2col for a strided geometry with usable phases (see above).
+template <class T>
+void im2col_phases(const T* x, const ConvGeom& g, const Phases& phases, int64_t grp, const Block& blk, T* col) {
+  const int64_t cols = blk.cols(g), rows = blk.i1 - blk.i0, per_image = rows * g.Wo;
+  const int64_t plane_size = phases.rows(blk) * g.Wo, nplanes = g.p.stride_h * g.p.stride_w;
+  const int64_t work = std::max<int64_t>(1, blk.nb * g.kh * g.kw * per_image);
+  parallel_for(0, g.Cg, std::max<int64_t>(1, 32768 / work), [&](int64_t c0, int64_t c1) {
+    std::unique_ptr<T[]> scratch(new T[nplanes * plane_size]);
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t b = 0; b < blk.nb; ++b) {
+        build_phases(x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W, g, phases, blk, scratch.get());
+        for_each_tap(g, phases, blk, [&](int64_t k, const TapRun& run) {
+          T* band = col + (c * g.kh * g.kw + k) * cols + b * per_image;
+          if (run.empty()) return std::fill(band, band + per_image, T(0));
+          std::fill(band, band + run.a * g.Wo, T(0));
+          std::fill(band + run.e * g.Wo, band + per_image, T(0));
+          std::memcpy(band + run.a * g.Wo + run.lo, scratch.get() + run.phase, run.length(g.Wo) * sizeof(T));
+          clear_wrapped(band, run.a, run.e, run.lo, run.hi, g.Wo);
+        });
+      }
+    }
+  });
+}
+
 // col [K, blk.cols()] for group grp of the block's images (formula at the top of the file).
 template <class T>
-void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col) {
+void im2col(const T* x, const ConvGeom& g, const Phases& phases, int64_t grp, const Block& blk, T* col) {
+  if (phases.usable) return im2col_phases(x, g, phases, grp, blk, col);
   const Conv2dParams& p = g.p;
   const int64_t cols = blk.cols(g), per_image = (blk.i1 - blk.i0) * g.Wo;
   const bool contiguous = rows_contiguous(g);
@@ -232,11 +380,44 @@ void im2col(const T* x, const ConvGeom& g, int64_t grp, const Block& blk, T* col
   });
 }
 
+// col2im for a strided geometry with usable phases, the adjoint of im2col_phases: each tap's band is
+// added onto its phase plane (one contiguous run, after its wrapped entries are cleared in col), and
+// the phase planes are then added back onto the input plane, interleaved.
+template <class T>
+void col2im_phases(T* col, const ConvGeom& g, const Phases& phases, int64_t grp, const Block& blk, T* x) {
+  const int64_t sh = g.p.stride_h, sw = g.p.stride_w;
+  const int64_t cols = blk.cols(g), rows = blk.i1 - blk.i0, per_image = rows * g.Wo;
+  const int64_t plane_size = phases.rows(blk) * g.Wo;
+  const int64_t work = std::max<int64_t>(1, g.kh * g.kw * per_image);
+  parallel_for(0, blk.nb * g.Cg, std::max<int64_t>(1, 32768 / work), [&](int64_t q0, int64_t q1) {
+    std::unique_ptr<T[]> scratch(new T[sh * sw * plane_size]);
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t b = q / g.Cg, c = q % g.Cg;
+      std::fill(scratch.get(), scratch.get() + sh * sw * plane_size, T(0));
+      for_each_tap(g, phases, blk, [&](int64_t k, const TapRun& run) {
+        if (run.empty()) return;
+        T* band = col + (c * g.kh * g.kw + k) * cols + b * per_image;
+        clear_wrapped(band, run.a, run.e, run.lo, run.hi, g.Wo);
+        const T* src = band + run.a * g.Wo + run.lo;
+        T* dst = scratch.get() + run.phase;
+        for (int64_t n = run.length(g.Wo), i = 0; i < n; ++i) dst[i] += src[i];
+      });
+      T* plane = x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W;
+      for_each_phase_row(g, phases, blk, [&](int64_t x_row, int64_t phase_row, int64_t len) {
+        T* xrow = plane + x_row;
+        const T* prow = scratch.get() + phase_row;
+        for (int64_t m = 0; m < len; ++m) xrow[m * sw] += prow[m];
+      });
+    }
+  });
+}
+
 // The adjoint of im2col: x[n][c][ih][iw] += col[...] for every column entry that im2col read from
 // (ih, iw). Input planes are independent, so they run in parallel. col is scratch: for
 // rows_contiguous geometries its wrapped entries are cleared (see above).
 template <class T>
-void col2im(T* col, const ConvGeom& g, int64_t grp, const Block& blk, T* x) {
+void col2im(T* col, const ConvGeom& g, const Phases& phases, int64_t grp, const Block& blk, T* x) {
+  if (phases.usable) return col2im_phases(col, g, phases, grp, blk, x);
   const Conv2dParams& p = g.p;
   const int64_t cols = blk.cols(g), per_image = (blk.i1 - blk.i0) * g.Wo;
   const int64_t plane_work = std::max<int64_t>(g.kh * g.kw * per_image, 1);
@@ -349,6 +530,7 @@ struct Workspace {
 
 template <class T>
 void forward_gemm(const T* x, const T* w, T* y, const ConvGeom& g) {
+  const Phases phases(g);
   const ImageSplit split(g);
   const Tiling tiling(g, split.max_images());
   const int64_t mc = tiling.max_cols(g);
@@ -363,7 +545,7 @@ void forward_gemm(const T* x, const T* w, T* y, const ConvGeom& g) {
         T* yg = y + (blk.n0 * g.O + grp * g.Og) * g.P + blk.i0 * g.Wo;
         const T* B = x + (blk.n0 * g.C + grp * g.Cg) * g.H * g.W;
         if (!direct) {
-          im2col(x, g, grp, blk, cols.at(t));
+          im2col(x, g, phases, grp, blk, cols.at(t));
           B = cols.at(t);
         }
         if (blk.single()) {
@@ -379,6 +561,7 @@ void forward_gemm(const T* x, const T* w, T* y, const ConvGeom& g) {
 
 template <class T>
 void backward_input_gemm(const T* gy, const T* w, T* gx, const ConvGeom& g) {
+  const Phases phases(g);
   const ImageSplit split(g);
   const Tiling tiling(g, split.max_images());
   const int64_t mc = tiling.max_cols(g);
@@ -409,7 +592,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const ConvGeom& g) {
           }
         }
         gemm<T>(true, false, g.K, nc, g.Og, wg, g.K, A, lda, T(0), cols.at(t), nc);
-        col2im(cols.at(t), g, grp, blk, gx);
+        col2im(cols.at(t), g, phases, grp, blk, gx);
       }
     });
   });
@@ -417,6 +600,7 @@ void backward_input_gemm(const T* gy, const T* w, T* gx, const ConvGeom& g) {
 
 template <class T>
 void backward_weight_gemm(const T* x, const T* gy, T* gw, const ConvGeom& g) {
+  const Phases phases(g);
   const ImageSplit split(g);
   const Tiling tiling(g, split.max_images());
   const int64_t mc = tiling.max_cols(g);
@@ -441,7 +625,7 @@ void backward_weight_gemm(const T* x, const T* gy, T* gw, const ConvGeom& g) {
         }
         const T* B = x + (blk.n0 * g.C + grp * g.Cg) * g.H * g.W;
         if (!direct) {
-          im2col(x, g, grp, blk, cols.at(t));
+          im2col(x, g, phases, grp, blk, cols.at(t));
           B = cols.at(t);
         }
         gemm<T>(false, true, g.Og, g.K, nc, A, lda, B, nc, first ? T(0) : T(1),
