@@ -139,27 +139,6 @@ struct Tiling {
   }
 };
 
-// Stride 1 with outputs as wide as the inputs (3x3 with padding 1, 5x5 with padding 2, dilated
-// kernels with matching padding): output row i of kernel row ki reads input row i - ph + ki * dh, and
-// those rows follow each other in both x and the column matrix, so the rows [a, e) of a band that lie
-// inside the image are one contiguous run, the input shifted by `off` along the row. The few entries of
-// the run that wrapped around a row edge (j < lo or j >= hi) are the padding: im2col clears them after
-// one copy, and col2im clears them in its scratch column matrix before one accumulation. For 28x28
-// images this replaces a call per 28-element row by a call per plane.
-inline bool rows_contiguous(const ConvGeom& g) {
-  return g.p.stride_h == 1 && g.p.stride_w == 1 && g.Wo == g.W;
-}
-
-// For rows_contiguous geometries and kernel row ki: the rows [a, e) of the block's band, counted from
-// its first output row blk.i0, whose input row lies in [0, H) (a == e when none does). Returns the
-// input row of band row 0 (negative in the padding): band row i reads input row i + returned value.
-inline int64_t inside_rows(const ConvGeom& g, int64_t ki, const Block& blk, int64_t& a, int64_t& e) {
-  const int64_t first = blk.i0 + ki * g.p.dilation_h - g.p.pad_h;
-  a = std::max<int64_t>(0, -first);
-  e = std::max(a, std::min(blk.i1 - blk.i0, g.H - first));
-  return first;
-}
-
 // Clears n elements, n being a few (the columns a kernel reaches into the padding): a plain loop,
 // where a memset call per output row would cost more than the row's copy.
 template <class T>
@@ -180,23 +159,31 @@ void clear_wrapped(T* band, int64_t a, int64_t e, int64_t lo, int64_t hi, int64_
   clear_few(band + (e - 1) * Wo + hi, Wo - hi);
 }
 
-// Strided convolutions: phase planes. With stride s along a dimension, input position s * m + q
-// belongs to phase q (0 <= q < s) at index m. A kernel tap with offset off = k * dilation - pad
-// reads input position j * s + off = s * (j + m) + q for output j, where off = s * m + q (m rounded
-// down): phase q at index j + m, a stride-1 read. So im2col first deinterleaves each input plane of
-// the block into its sh * sw phase planes, stored with rows as long as an output row (Wo), and then
-// builds every column-matrix row of a strided convolution exactly as the stride-1 path does: the
-// band's rows that lie inside the phase plane are one contiguous run, and the entries that wrapped
-// around a row edge are cleared after one copy. For a 3x3 stride-2 convolution this replaces nine
-// element-by-element gathers of every output row by one pass over the input and nine copies per
+// Copies a plane at a time. Stride 1 with outputs as wide as the inputs (3x3 with padding 1, 5x5
+// with padding 2, dilated kernels with matching padding): output row i of kernel row ki reads input
+// row i - ph + ki * dh, and those rows follow each other in both x and the column matrix, so the rows
+// [a, e) of a band that lie inside the image are one contiguous run, the input shifted by `off`
+// along the row. The few entries of the run that wrapped around a row edge (j < lo or j >= hi) are
+// the padding: im2col clears them after one copy, and col2im clears them in its scratch column matrix
+// before one accumulation. For 28x28 images this replaces a call per 28-element row by a call per
 // plane.
+//
+// Strided convolutions get the same through phase planes. With stride s along a dimension, input
+// position s * m + q belongs to phase q (0 <= q < s) at index m. A kernel tap with offset
+// off = k * dilation - pad reads input position j * s + off = s * (j + m) + q for output j, where
+// off = s * m + q (m rounded down): phase q at index j + m, a stride-1 read. So im2col first
+// deinterleaves each input plane of the block into its phase planes, stored with rows as long as an
+// output row (Wo), and then copies each tap as above. For a 3x3 stride-2 convolution this replaces
+// nine element-by-element gathers of every output row by one pass over the input and nine copies per
+// plane. The stride-1 case above is the one where the input plane is its own single phase (`direct`).
 //
 // The phase plane keeps only Wo entries of a row, so the path needs every tap's read to stay inside
 // them: the last output column a tap reads inside the image, j = hi - 1, must have j + m < Wo.
 // Geometries where a tap reads further right (no padding on the right, as 3x3 stride 2 with padding
-// 0) keep the row-by-row gather.
+// 0), and stride-1 geometries whose outputs are not as wide as the inputs, keep the row-by-row copy.
 struct Phases {
   bool usable = false;
+  bool direct = false;  // stride 1, Wo == W: the input plane is its own phase, read in place
   int64_t mh_min = 0, mh_max = 0;  // the range of m over the kernel rows
   // Phase and index offset of each kernel row (qh, mh) and column (qw, mw).
   std::vector<int64_t> qh, mh, qw, mw;
@@ -218,7 +205,8 @@ struct Phases {
 
   explicit Phases(const ConvGeom& g) {
     const Conv2dParams& p = g.p;
-    if (p.stride_h == 1 && p.stride_w == 1) return;
+    direct = p.stride_h == 1 && p.stride_w == 1 && g.Wo == g.W;
+    if (p.stride_h == 1 && p.stride_w == 1 && !direct) return;
     qh.resize(g.kh), mh.resize(g.kh), qw.resize(g.kw), mw.resize(g.kw);
     for (int64_t ki = 0; ki < g.kh; ++ki) split(ki * p.dilation_h - p.pad_h, p.stride_h, qh[ki], mh[ki]);
     for (int64_t kj = 0; kj < g.kw; ++kj) {
@@ -234,19 +222,21 @@ struct Phases {
     mh_max = *std::max_element(mh.begin(), mh.end());
     usable = true;
   }
-  // Rows of one phase plane built for a band of output rows [i0, i1): phase rows [i0 + mh_min,
-  // i1 + mh_max), of which only those inside the phase are filled.
-  int64_t rows(const Block& blk) const { return blk.i1 - blk.i0 + mh_max - mh_min; }
+  // The phase rows a plane holds for a band of output rows [i0, i1): the whole input plane when
+  // direct, otherwise the rows built for the band, [i0 + mh_min, i1 + mh_max), of which only those
+  // inside the phase are filled. first_row is the phase row of the plane's row 0.
+  int64_t rows(const Block& blk, const ConvGeom& g) const { return direct ? g.H : blk.i1 - blk.i0 + mh_max - mh_min; }
+  int64_t first_row(const Block& blk) const { return direct ? 0 : blk.i0 + mh_min; }
 };
 
 // Calls f(x_row, phase_row, len) for every row of every phase plane a tap reads that lies inside
 // the phase, over the rows the band needs: x_row is the offset in the input plane of the row's
 // first element (its others follow with stride sw), phase_row the offset of the row in the phase
-// planes (phase (a, b) at (a * sw + b) * rows * Wo, rows = phases.rows(blk)), len the entries of the
+// planes (phase (a, b) at (a * sw + b) * rows * Wo, rows = phases.rows(blk, g)), len the entries of the
 // row that are kept (at most Wo).
 template <class F>
 void for_each_phase_row(const ConvGeom& g, const Phases& phases, const Block& blk, const F& f) {
-  const int64_t sh = g.p.stride_h, sw = g.p.stride_w, rows = phases.rows(blk), t0 = blk.i0 + phases.mh_min;
+  const int64_t sh = g.p.stride_h, sw = g.p.stride_w, rows = phases.rows(blk, g), t0 = phases.first_row(blk);
   for (int64_t a = 0; a < sh; ++a) {
     const int64_t len_h = Phases::phase_len(g.H, sh, a);
     const int64_t r0 = std::max<int64_t>(0, -t0), r1 = std::max(r0, std::min(rows, len_h - t0));
@@ -260,7 +250,8 @@ void for_each_phase_row(const ConvGeom& g, const Phases& phases, const Block& bl
 
 // A tap's run: band rows [a, e) and output columns [lo, hi) read inside its phase (empty when
 // a == e or lo >= hi); the band's entry at row a, column lo pairs with the phase planes' entry at
-// `phase` (offsets as in for_each_phase_row), and the entries after it in both follow one another.
+// `phase` (offsets as in for_each_phase_row; in the input plane when direct), and the entries after
+// it in both follow one another.
 struct TapRun {
   int64_t a, e, lo, hi, phase;
   bool empty() const { return a == e || lo >= hi; }
@@ -270,7 +261,7 @@ struct TapRun {
 // Calls f(k, run) for the taps k = ki * kw + kj of the kernel.
 template <class F>
 void for_each_tap(const ConvGeom& g, const Phases& phases, const Block& blk, const F& f) {
-  const int64_t rows = blk.i1 - blk.i0, plane_size = phases.rows(blk) * g.Wo, t0 = blk.i0 + phases.mh_min;
+  const int64_t rows = blk.i1 - blk.i0, plane_size = phases.rows(blk, g) * g.Wo, t0 = phases.first_row(blk);
   for (int64_t ki = 0; ki < g.kh; ++ki) {
     const int64_t qh = phases.qh[ki], first = blk.i0 + phases.mh[ki];  // band row 0 reads phase row first
     const int64_t len_h = Phases::phase_len(g.H, g.p.stride_h, qh);
@@ -302,23 +293,27 @@ void build_phases(const T* plane, const ConvGeom& g, const Phases& phases, const
   });
 }
 
-// im2col for a strided geometry with usable phases (see above).
+// im2col for a geometry with usable phases (see above).
 template <class T>
 void im2col_phases(const T* x, const ConvGeom& g, const Phases& phases, int64_t grp, const Block& blk, T* col) {
   const int64_t cols = blk.cols(g), rows = blk.i1 - blk.i0, per_image = rows * g.Wo;
-  const int64_t plane_size = phases.rows(blk) * g.Wo, nplanes = g.p.stride_h * g.p.stride_w;
+  const int64_t scratch_size = phases.direct ? 0 : g.p.stride_h * g.p.stride_w * phases.rows(blk, g) * g.Wo;
   const int64_t work = std::max<int64_t>(1, blk.nb * g.kh * g.kw * per_image);
   parallel_for(0, g.Cg, std::max<int64_t>(1, 32768 / work), [&](int64_t c0, int64_t c1) {
-    std::unique_ptr<T[]> scratch(new T[nplanes * plane_size]);
+    std::unique_ptr<T[]> scratch(scratch_size > 0 ? new T[scratch_size] : nullptr);
     for (int64_t c = c0; c < c1; ++c) {
       for (int64_t b = 0; b < blk.nb; ++b) {
-        build_phases(x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W, g, phases, blk, scratch.get());
+        const T* plane = x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W;
+        if (!phases.direct) {
+          build_phases(plane, g, phases, blk, scratch.get());
+          plane = scratch.get();
+        }
         for_each_tap(g, phases, blk, [&](int64_t k, const TapRun& run) {
           T* band = col + (c * g.kh * g.kw + k) * cols + b * per_image;
           if (run.empty()) return std::fill(band, band + per_image, T(0));
           std::fill(band, band + run.a * g.Wo, T(0));
           std::fill(band + run.e * g.Wo, band + per_image, T(0));
-          std::memcpy(band + run.a * g.Wo + run.lo, scratch.get() + run.phase, run.length(g.Wo) * sizeof(T));
+          std::memcpy(band + run.a * g.Wo + run.lo, plane + run.phase, run.length(g.Wo) * sizeof(T));
           clear_wrapped(band, run.a, run.e, run.lo, run.hi, g.Wo);
         });
       }
@@ -332,7 +327,6 @@ void im2col(const T* x, const ConvGeom& g, const Phases& phases, int64_t grp, co
   if (phases.usable) return im2col_phases(x, g, phases, grp, blk, col);
   const Conv2dParams& p = g.p;
   const int64_t cols = blk.cols(g), per_image = (blk.i1 - blk.i0) * g.Wo;
-  const bool contiguous = rows_contiguous(g);
   parallel_for(0, g.K, std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t c = r / (g.kh * g.kw), ki = (r / g.kw) % g.kh, kj = r % g.kw;
@@ -341,24 +335,6 @@ void im2col(const T* x, const ConvGeom& g, const Phases& phases, int64_t grp, co
       valid_range(g.Wo, p.stride_w, off, g.W, lo, hi);
       for (int64_t b = 0; b < blk.nb; ++b) {
         const T* plane = x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W;
-        if (contiguous) {
-          T* band = col + r * cols + b * per_image;  // output row i of the block at (i - i0) * Wo
-          int64_t a, e;
-          const int64_t first_row = inside_rows(g, ki, blk, a, e);
-          const int64_t rows = blk.i1 - blk.i0;
-          std::fill(band, band + a * g.Wo, T(0));
-          std::fill(band + e * g.Wo, band + rows * g.Wo, T(0));
-          if (a == e) continue;
-          if (lo >= hi) {
-            std::fill(band + a * g.Wo, band + e * g.Wo, T(0));
-            continue;
-          }
-          // Band row a, column lo reads x[first_row + a][lo + off].
-          std::memcpy(band + a * g.Wo + lo, plane + (first_row + a) * g.W + lo + off,
-                      ((e - a - 1) * g.Wo + hi - lo) * sizeof(T));
-          clear_wrapped(band, a, e, lo, hi, g.Wo);
-          continue;
-        }
         for (int64_t i = blk.i0; i < blk.i1; ++i) {
           T* dst = col + r * cols + b * per_image + (i - blk.i0) * g.Wo;
           const int64_t ih = i * p.stride_h - p.pad_h + ki * p.dilation_h;
@@ -380,29 +356,32 @@ void im2col(const T* x, const ConvGeom& g, const Phases& phases, int64_t grp, co
   });
 }
 
-// col2im for a strided geometry with usable phases, the adjoint of im2col_phases: each tap's band is
-// added onto its phase plane (one contiguous run, after its wrapped entries are cleared in col), and
-// the phase planes are then added back onto the input plane, interleaved.
+// col2im for a geometry with usable phases, the adjoint of im2col_phases: each tap's band is added
+// onto its phase plane (one contiguous run, after its wrapped entries are cleared in col), and the
+// phase planes are then added back onto the input plane, interleaved (when direct, the bands are
+// added onto the input plane itself).
 template <class T>
 void col2im_phases(T* col, const ConvGeom& g, const Phases& phases, int64_t grp, const Block& blk, T* x) {
-  const int64_t sh = g.p.stride_h, sw = g.p.stride_w;
+  const int64_t sw = g.p.stride_w;
   const int64_t cols = blk.cols(g), rows = blk.i1 - blk.i0, per_image = rows * g.Wo;
-  const int64_t plane_size = phases.rows(blk) * g.Wo;
+  const int64_t scratch_size = phases.direct ? 0 : g.p.stride_h * sw * phases.rows(blk, g) * g.Wo;
   const int64_t work = std::max<int64_t>(1, g.kh * g.kw * per_image);
   parallel_for(0, blk.nb * g.Cg, std::max<int64_t>(1, 32768 / work), [&](int64_t q0, int64_t q1) {
-    std::unique_ptr<T[]> scratch(new T[sh * sw * plane_size]);
+    std::unique_ptr<T[]> scratch(scratch_size > 0 ? new T[scratch_size] : nullptr);
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t b = q / g.Cg, c = q % g.Cg;
-      std::fill(scratch.get(), scratch.get() + sh * sw * plane_size, T(0));
+      T* plane = x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W;
+      T* target = phases.direct ? plane : scratch.get();
+      std::fill(scratch.get(), scratch.get() + scratch_size, T(0));
       for_each_tap(g, phases, blk, [&](int64_t k, const TapRun& run) {
         if (run.empty()) return;
         T* band = col + (c * g.kh * g.kw + k) * cols + b * per_image;
         clear_wrapped(band, run.a, run.e, run.lo, run.hi, g.Wo);
         const T* src = band + run.a * g.Wo + run.lo;
-        T* dst = scratch.get() + run.phase;
+        T* dst = target + run.phase;
         for (int64_t n = run.length(g.Wo), i = 0; i < n; ++i) dst[i] += src[i];
       });
-      T* plane = x + ((blk.n0 + b) * g.C + grp * g.Cg + c) * g.H * g.W;
+      if (phases.direct) continue;
       for_each_phase_row(g, phases, blk, [&](int64_t x_row, int64_t phase_row, int64_t len) {
         T* xrow = plane + x_row;
         const T* prow = scratch.get() + phase_row;
@@ -413,15 +392,14 @@ void col2im_phases(T* col, const ConvGeom& g, const Phases& phases, int64_t grp,
 }
 
 // The adjoint of im2col: x[n][c][ih][iw] += col[...] for every column entry that im2col read from
-// (ih, iw). Input planes are independent, so they run in parallel. col is scratch: for
-// rows_contiguous geometries its wrapped entries are cleared (see above).
+// (ih, iw). Input planes are independent, so they run in parallel. col is scratch: with usable
+// phases its wrapped entries are cleared (see above).
 template <class T>
 void col2im(T* col, const ConvGeom& g, const Phases& phases, int64_t grp, const Block& blk, T* x) {
   if (phases.usable) return col2im_phases(col, g, phases, grp, blk, x);
   const Conv2dParams& p = g.p;
   const int64_t cols = blk.cols(g), per_image = (blk.i1 - blk.i0) * g.Wo;
   const int64_t plane_work = std::max<int64_t>(g.kh * g.kw * per_image, 1);
-  const bool contiguous = rows_contiguous(g);
   parallel_for(0, blk.nb * g.Cg, std::max<int64_t>(1, 32768 / plane_work), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t b = q / g.Cg, c = q % g.Cg;
@@ -432,18 +410,6 @@ void col2im(T* col, const ConvGeom& g, const Phases& phases, int64_t grp, const 
           const int64_t off = kj * p.dilation_w - p.pad_w;
           int64_t lo, hi;
           valid_range(g.Wo, p.stride_w, off, g.W, lo, hi);
-          if (contiguous) {
-            int64_t a, e;
-            const int64_t first_row = inside_rows(g, ki, blk, a, e);
-            if (a == e || lo >= hi) continue;
-            T* band = col + r * cols + b * per_image;
-            clear_wrapped(band, a, e, lo, hi, g.Wo);
-            T* dst = plane + (first_row + a) * g.W + lo + off;
-            const T* src = band + a * g.Wo + lo;
-            const int64_t n = (e - a - 1) * g.Wo + hi - lo;
-            for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
-            continue;
-          }
           for (int64_t i = blk.i0; i < blk.i1; ++i) {
             const int64_t ih = i * p.stride_h - p.pad_h + ki * p.dilation_h;
             if (ih < 0 || ih >= g.H) continue;
