@@ -488,8 +488,23 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     EXPECT_NE(ours_only.find("ours · "), std::string::npos);
     fs::rename(plain_weights + ".away", plain_weights);
   }
+  // "cv" naming the regimes to cross-validate in: here the study's only one, so the same plan and the
+  // same report as "cv": true.
+  {
+    nlohmann::json listed = study;
+    listed["methods"][1]["cv"] = {"50%"};
+    const nlohmann::json again = write_study_report(listed);
+    EXPECT_EQ(again["regimes"]["50%"]["ours"]["cv"], true);
+    EXPECT_EQ(again["regimes"], summary["regimes"]);
+    write_study_report(study);
+  }
   // Bad study configs are refused before any work.
   nlohmann::json bad = study;
+  bad["methods"][1]["cv"] = "yes";
+  expect_error([&] { resolve_study_config(bad); }, {"ours", "\"cv\"", "true, false or a list of regime names", "50%", "\"yes\""});
+  bad["methods"][1]["cv"] = {"50%", "75%"};
+  expect_error([&] { resolve_study_config(bad); }, {"ours", "\"cv\"", "unknown regime \"75%\"", "regimes: 50%"});
+  bad = study;
   bad["methods"][1]["set"]["lambda"] = -2;
   expect_error([&] { resolve_study_config(bad); }, {"ours", "lambda"});
   bad = study;

@@ -98,9 +98,36 @@ Plan make_plan(const nlohmann::json& s) {
       ORBIT_CHECK(k == "name" || k == "set" || k == "cv", "study config: method \"", m["name"].get<std::string>(), "\": unknown key \"", k, "\"; allowed: name, set, cv");
     ORBIT_CHECK(method_names.insert(m["name"].get<std::string>()).second, "study config: method \"", m["name"].get<std::string>(), "\" appears twice");
   }
+  std::set<std::string> regime_names;
   for (const auto& r : s["regimes"]) {
     ORBIT_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && r.contains("fraction") && r["fraction"].is_number(),
                 "study config: key \"regimes\": each regime needs {\"name\": string, \"fraction\": number}, got ", r.dump());
+    regime_names.insert(r["name"].get<std::string>());
+  }
+  // "cv": true cross-validates lambda in every regime, a list of regime names only in those (the others
+  // train at the lambda the method sets), false or absent in none.
+  auto cross_validated = [&](const nlohmann::json& m, const std::string& regime) {
+    if (!m.contains("cv")) return false;
+    const nlohmann::json& cv = m["cv"];
+    if (cv.is_boolean()) return cv.get<bool>();
+    return std::find(cv.begin(), cv.end(), regime) != cv.end();
+  };
+  for (const auto& m : s["methods"]) {
+    if (!m.contains("cv")) continue;
+    const nlohmann::json& cv = m["cv"];
+    const std::string allowed = [&] {
+      std::string names;
+      for (const auto& n : regime_names) names += (names.empty() ? "" : ", ") + n;
+      return names;
+    }();
+    ORBIT_CHECK(cv.is_boolean() || cv.is_array(), "study config: method \"", m["name"].get<std::string>(),
+                "\": key \"cv\": expected true, false or a list of regime names (", allowed, "), got ", cv.dump());
+    if (cv.is_array())
+      for (const auto& v : cv)
+        ORBIT_CHECK(v.is_string() && regime_names.count(v.get<std::string>()), "study config: method \"",
+                    m["name"].get<std::string>(), "\": key \"cv\": unknown regime ", v.dump(), "; the study's regimes: ", allowed);
+  }
+  for (const auto& r : s["regimes"]) {
     for (auto& [k, v] : r.items())
       ORBIT_CHECK(k == "name" || k == "fraction" || k == "set", "study config: regime \"", r["name"].get<std::string>(),
                   "\": unknown key \"", k, "\"; allowed: name, fraction, set");
@@ -110,7 +137,7 @@ Plan make_plan(const nlohmann::json& s) {
       Plan::Run run;
       run.regime = r["name"];
       run.method = m["name"];
-      run.cv = m.value("cv", false);
+      run.cv = cross_validated(m, run.regime);
       // Precedence: the method's keys over the study's finetune keys, the regime's over both (a regime can, for
       // example, train fewer epochs on more data).
       run.config = merged(merged(s["finetune"], m.value("set", nlohmann::json::object())), r.value("set", nlohmann::json::object()));

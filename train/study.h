@@ -11,6 +11,8 @@
 //   "regimes": [ {"name": "10%", "fraction": 0.1},      // "set": run-config keys of this regime only, over
 //                {"name": "100%", "fraction": 1, "set": {"epochs": 2}}, ... ],   // the finetune and method keys
 //   "methods": [ {"name": "plain", "set": {}}, {"name": "ours", "set": {"lambda": 1}, "cv": true}, ... ],
+//                                                    // "cv": true (every regime), a list of regime names
+//                                                    // (those only; the others train at the set lambda)
 //   "seeds": [0, 1, 2], "cv_seed": 0,
 //   "grid_images": 5                                 // test images in the report's image grid
 // }
