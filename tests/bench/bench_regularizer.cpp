@@ -8,12 +8,17 @@
 // after Orbit's in the same process tree, each side's kinds as ratios to its own plain step; for
 // resnet_small only, and only when the Python interpreter can import torch and torchvision.
 //
-//   orbit_bench_regularizer [--threads N] [--reps R] [--batch B] [--model NAME] [--python PATH]
+// --device cuda runs the same steps on the GPU (a build with the CUDA backend and a CUDA device; each
+// step ends with a synchronization, so its time is the GPU's whole step), and the peer on the same GPU;
+// canonicalization is left out there.
+//
+//   orbit_bench_regularizer [--threads N] [--reps R] [--batch B] [--model NAME] [--python PATH] [--device cpu|cuda]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,36 +30,63 @@
 #include "models/registry.h"
 #include "train/optim.h"
 #include "bench_util.h"
+#ifdef ORBIT_WITH_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 
 using namespace orbit;
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 15;
   int64_t batch = 64;
-  std::string model_name = "resnet_small", python = "/usr/bin/python3";
+  std::string model_name = "resnet_small", python = "/usr/bin/python3", device_name = "cpu";
   bench::Options("orbit_bench_regularizer")
       .integer("--threads", threads, 1)
       .integer("--reps", reps, 1)
       .integer("--batch", batch, 2)
       .text("--model", model_name, {}, "NAME")
       .text("--python", python, {}, "PATH")
+      .text("--device", device_name, {"cpu", "cuda"})
       .parse_or_exit(argc, argv);
+  const bool on_gpu = device_name == "cuda";
+#ifdef ORBIT_WITH_CUDA
+  if (on_gpu && cuda::device_count() == 0) {
+    std::printf("orbit_bench_regularizer: no CUDA device; skipped\n");
+    return 0;
+  }
+  auto synchronize = [&] {
+    if (on_gpu) cuda::synchronize();
+  };
+#else
+  if (on_gpu) {
+    std::printf("orbit_bench_regularizer: this build has no CUDA backend (build with CUDA=1); skipped\n");
+    return 0;
+  }
+  auto synchronize = [] {};
+#endif
+  const Device device = on_gpu ? Device::cuda(0) : Device::cpu();
   set_num_threads(threads);
   Generator gen(1);
   ModelOptions mo;
   mo.num_classes = 5;
   mo.gen = &gen;
   auto model = create_model(model_name, mo);
+  model->to(device);
   Adam opt(model->parameters(), AdamOptions{});
-  const Tensor x = Tensor::rand({batch, 1, 28, 28}, &gen);
+  const Tensor x = Tensor::rand({batch, 1, 28, 28}, &gen).to(device);
   std::vector<int64_t> lab(batch);
   for (int64_t i = 0; i < batch; ++i) lab[i] = i % 5;
-  const Tensor y = Tensor::from_vector(lab, {batch});
+  const Tensor y = Tensor::from_vector(lab, {batch}).to(device);
   const groups::Group G = groups::Group::parse("C4");
   const groups::Group G8 = groups::Group::parse("C8");
   auto averaged = std::make_shared<groups::GroupAveraged>(model, G);
-  auto canon = std::make_shared<groups::Canonicalized>(model, groups::Canonicalized::make_scorer(1, &gen), G);
-  Adam canon_opt(canon->parameters(), AdamOptions{});
+  // Canonicalization on the host only (its scorer is not moved to the GPU here).
+  std::shared_ptr<groups::Canonicalized> canon;
+  std::unique_ptr<Adam> canon_opt;
+  if (!on_gpu) {
+    canon = std::make_shared<groups::Canonicalized>(model, groups::Canonicalized::make_scorer(1, &gen), G);
+    canon_opt = std::make_unique<Adam>(canon->parameters(), AdamOptions{});
+  }
   auto f = [&](const Tensor& t) { return (*model)(t); };
 
   // kind 0: plain; 1-4: the regularizer over C4 or C8, on every image or on half of them; 5: equi-tuning;
@@ -76,10 +108,11 @@ int main(int argc, char** argv) {
     }
     Tensor loss = cross_entropy(logits, y);
     if (penalty.defined()) loss = add(loss, mul(penalty, 3.0));
-    Adam& o = kind == 6 ? canon_opt : opt;
+    Adam& o = kind == 6 ? *canon_opt : opt;
     o.zero_grad();
     loss.backward();
     o.step();
+    synchronize();
   };
   const char* names[] = {"plain step",
                          "regularizer, every image",
@@ -88,7 +121,7 @@ int main(int argc, char** argv) {
                          "regularizer over C8, half of the images",
                          "equi-tuning over C4",
                          "canonicalization over C4"};
-  const int kinds = 7;
+  const int kinds = on_gpu ? 6 : 7;
   std::vector<std::vector<double>> times(kinds);
   for (int k = 0; k < kinds; ++k) step(k);  // warm-up
   // Interleave the kinds so that machine noise hits them alike.
@@ -108,10 +141,15 @@ int main(int argc, char** argv) {
     no_peer = python + " cannot import torch and torchvision; install python3-torch python3-torchvision";
   else
     peer = bench::run_json(python + " " + ORBIT_SOURCE_DIR + "/tests/bench/peer_torch_regularizer.py " +
-                           std::to_string(batch) + " " + std::to_string(threads) + " " + std::to_string(reps));
+                           std::to_string(batch) + " " + std::to_string(threads) + " " + std::to_string(reps) + " " +
+                           device_name);
   if (no_peer.empty() && peer.is_null()) no_peer = "the peer failed (its output is above)";
-  std::printf("training step of %s, batch %lld of 1x28x28, %d threads, median of %d steps\n", model_name.c_str(),
-              static_cast<long long>(batch), threads, reps);
+  if (on_gpu)
+    std::printf("training step of %s on the GPU, batch %lld of 1x28x28, median of %d steps\n", model_name.c_str(),
+                static_cast<long long>(batch), reps);
+  else
+    std::printf("training step of %s, batch %lld of 1x28x28, %d threads, median of %d steps\n", model_name.c_str(),
+                static_cast<long long>(batch), threads, reps);
   if (!no_peer.empty()) std::printf("(no PyTorch peer: %s)\n", no_peer.c_str());
   std::vector<double> med(kinds);
   for (int k = 0; k < kinds; ++k) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch CPU peer for bench_regularizer: the same training steps of the same model in PyTorch.
+"""PyTorch peer for bench_regularizer: the same training steps of the same model in PyTorch.
 
-Usage: peer_torch_regularizer.py BATCH THREADS REPS
+Usage: peer_torch_regularizer.py BATCH THREADS REPS [DEVICE]
+DEVICE is cpu (the default) or cuda; on the GPU every step ends with torch.cuda.synchronize().
 Prints JSON {"torch": version, "ms": {kind: median milliseconds}} for the kinds
 plain, reg_c4, reg_c4_half, reg_c8, reg_c8_half, equitune_c4.
 
@@ -36,13 +37,14 @@ from torch_crosscheck import ResNetSmall, c4_average, regularized_loss  # noqa: 
 
 def main():
     batch, threads, reps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    dev = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    m = ResNetSmall(dropout=0.25)
+    m = ResNetSmall(dropout=0.25).to(dev)
     m.train()
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    x = torch.rand(batch, 1, 28, 28)
-    y = torch.arange(batch) % 5
+    x = torch.rand(batch, 1, 28, 28).to(dev)
+    y = (torch.arange(batch) % 5).to(dev)
 
     def step(kind):
         opt.zero_grad(set_to_none=True)
@@ -53,10 +55,12 @@ def main():
         else:
             order = 8 if "c8" in kind else 4
             n = batch // 2 if kind.endswith("half") else batch
-            items = torch.randperm(batch)[:n].sort().values if n < batch else None
-            loss = regularized_loss(m, x, y, torch.randint(1, order, (n,)), order, 3.0, items)
+            items = torch.randperm(batch, device=dev)[:n].sort().values if n < batch else None
+            loss = regularized_loss(m, x, y, torch.randint(1, order, (n,), device=dev), order, 3.0, items)
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     kinds = ["plain", "reg_c4", "reg_c4_half", "reg_c8", "reg_c8_half", "equitune_c4"]
     for k in kinds:
@@ -68,7 +72,7 @@ def main():
             step(k)
             times[k].append((time.perf_counter() - t0) * 1e3)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    print(json.dumps({"torch": torch.__version__, "ms": med}))
+    print(json.dumps({"torch": torch.__version__, "device": str(dev), "ms": med}))
 
 
 if __name__ == "__main__":
