@@ -9,6 +9,7 @@
 #include "data/cifar.h"
 #include "data/idx.h"
 #include "data/image_folder.h"
+#include "data/transforms.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 
@@ -109,6 +110,60 @@ ImageClassificationDataset ImageClassificationDataset::normalized(const std::vec
   return out;
 }
 
+void check_image_format(const ImageFormat& format, const std::string& where) {
+  ORBIT_CHECK(format.channels == 0 || format.channels == 1 || format.channels == 3, where, ": channels = ",
+              format.channels, "; expected 0 (as stored), 1 (grey) or 3 (RGB)");
+  ORBIT_CHECK(format.size >= 0, where, ": size = ", format.size, "; expected 0 (as stored) or S > 0 (S x S images)");
+}
+
+Tensor to_image_format(const Tensor& image, const ImageFormat& format, const std::string& what) {
+  check_image_format(format, what);
+  ORBIT_CHECK(image.defined() && image.dim() == 3 && is_floating(image.dtype()), what,
+              ": expected a floating image [C, H, W], got ", image.defined() ? shape_str(image.shape()) : "undefined");
+  Tensor img = image;
+  const int64_t C = img.size(0), H = img.size(1), W = img.size(2);
+  if (format.channels != 0 && format.channels != C) {
+    ORBIT_CHECK(C == 1 || C == 3, what, ": has ", C, " channels; only 1 (grey) and 3 (RGB) convert to ", format.channels);
+    NoGradGuard ng;
+    const Tensor x = img.to(DType::F32).contiguous();
+    Tensor out = Tensor::empty({format.channels, H, W});
+    const float* src = x.data<float>();
+    float* dst = out.data<float>();
+    const int64_t plane = H * W;
+    if (C == 1) {  // grey -> RGB: the same plane three times
+      for (int c = 0; c < 3; ++c) std::memcpy(dst + c * plane, src, sizeof(float) * plane);
+    } else {  // RGB -> grey with stb_image's integer weights
+      for (int64_t i = 0; i < plane; ++i)
+        dst[i] = (77.0f * src[i] + 150.0f * src[plane + i] + 29.0f * src[2 * plane + i]) / 256.0f;
+    }
+    img = out.to(image.dtype());
+  }
+  if (format.size > 0 && (H != format.size || W != format.size))
+    img = center_crop(resize_shorter(img, format.size), format.size, format.size);
+  return img;
+}
+
+ImageClassificationDataset to_image_format(const ImageClassificationDataset& ds, const ImageFormat& format) {
+  const std::string who = label_of(ds);
+  check_image_format(format, who);
+  const bool same_channels = format.channels == 0 || format.channels == ds.channels();
+  const bool same_size = format.size == 0 || (ds.height() == format.size && ds.width() == format.size);
+  if (same_channels && same_size) return ds;
+  const int64_t N = ds.size();
+  ImageClassificationDataset out = ds;
+  std::vector<Tensor> rows;
+  for (int64_t i = 0; i < N; ++i)
+    rows.push_back(to_image_format(ds.images.select(0, i), format, str_cat(who, " image ", i)).contiguous());
+  const Shape s = N > 0 ? rows.front().shape()
+                        : Shape{format.channels ? format.channels : ds.channels(), format.size ? format.size : ds.height(),
+                                format.size ? format.size : ds.width()};
+  out.images = Tensor::empty({N, s[0], s[1], s[2]}, ds.images.dtype());
+  const size_t bytes = static_cast<size_t>(shape_numel(s)) * dtype_size(ds.images.dtype());
+  for (int64_t i = 0; i < N; ++i)
+    std::memcpy(static_cast<char*>(out.images.raw_data()) + i * bytes, rows[i].raw_data(), bytes);
+  return out;
+}
+
 std::vector<int64_t> ImageClassificationDataset::class_counts() const {
   std::vector<int64_t> counts(std::max<int64_t>(num_classes(), 0), 0);
   const Tensor y = labels.contiguous();
@@ -194,7 +249,7 @@ bool is_folder_name(const std::string& name) {
 }
 
 // "folder:PATH": PATH/<split>/, whose class folders must match the other split's when it exists.
-ImageClassificationDataset load_folder_dataset(const std::string& name, Split split) {
+ImageClassificationDataset load_folder_dataset(const std::string& name, Split split, const ImageFormat& format) {
   const std::filesystem::path base = name.substr(kFolderPrefixLen);
   const std::filesystem::path dir = base / split_name(split);
   const std::filesystem::path other = base / split_name(split == Split::Train ? Split::Test : Split::Train);
@@ -214,7 +269,7 @@ ImageClassificationDataset load_folder_dataset(const std::string& name, Split sp
                           "); both splits need the same classes so that labels agree"));
     }
   }
-  return load_image_folder(dir.string(), 0, name + "/" + split_name(split));
+  return load_image_folder(dir.string(), format, name + "/" + split_name(split));
 }
 }  // namespace
 
@@ -234,8 +289,19 @@ const std::vector<std::string>& fashion_mnist_classes() {
   return names;
 }
 
-ImageClassificationDataset load_dataset(const std::string& name, Split split, const std::string& root) {
-  if (is_folder_name(name)) return load_folder_dataset(name, split);
+namespace {
+ImageClassificationDataset load_named_dataset(const std::string& name, Split split, const std::string& root);
+}  // namespace
+
+ImageClassificationDataset load_dataset(const std::string& name, Split split, const std::string& root,
+                                        const ImageFormat& format) {
+  check_image_format(format, str_cat("load_dataset: ", name));
+  if (is_folder_name(name)) return load_folder_dataset(name, split, format);
+  return to_image_format(load_named_dataset(name, split, root), format);
+}
+
+namespace {
+ImageClassificationDataset load_named_dataset(const std::string& name, Split split, const std::string& root) {
   if (name == "cifar10") {
     const std::filesystem::path dir = std::filesystem::path(root) / "cifar-10-batches-bin";
     ORBIT_CHECK(std::filesystem::is_directory(dir), "load_dataset: cifar10 (", split_name(split), "): missing folder ",
@@ -263,5 +329,6 @@ ImageClassificationDataset load_dataset(const std::string& name, Split split, co
   return load_idx_dataset((dir / img_file).string(), (dir / lab_file).string(), *classes,
                           name + "/" + split_name(split));
 }
+}  // namespace
 
 }  // namespace orbit::data

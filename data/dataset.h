@@ -40,6 +40,23 @@ struct ImageClassificationDataset {
   std::vector<int64_t> class_counts() const;
 };
 
+// How images are brought to one format as a dataset is loaded (the run config's "image_channels" and
+// "image_size"), so a folder of mixed grey and colour images of different sizes can be read.
+struct ImageFormat {
+  int channels = 0;  // 0: as stored; 1: grey; 3: RGB (as stb_image converts: grey copied to R, G and B;
+                     // RGB to grey as (77 R + 150 G + 29 B) / 256; an alpha channel dropped)
+  int64_t size = 0;  // 0: as stored; S > 0: every image whose size is not S x S has its shorter side
+                     // resized to S (bilinear, antialiased when shrinking), then its central S x S crop
+                     // (torchvision's Resize(S) then CenterCrop(S))
+};
+// Throws naming `where` unless channels is 0, 1 or 3 and size >= 0.
+void check_image_format(const ImageFormat& format, const std::string& where);
+// One image [C, H, W] in `format` (data/transforms.h resize_shorter and center_crop). `what` names the
+// image in errors: a channel count other than 1 or 3 cannot be converted.
+Tensor to_image_format(const Tensor& image, const ImageFormat& format, const std::string& what);
+// Every image of a loaded dataset in `format` (a copy; the dataset itself when nothing changes).
+ImageClassificationDataset to_image_format(const ImageClassificationDataset& ds, const ImageFormat& format);
+
 // Per-channel mean and (population) standard deviation over all pixels of a dataset.
 struct ChannelStats {
   std::vector<double> mean, std;
@@ -77,11 +94,13 @@ const std::vector<std::string>& fashion_mnist_classes();  // "T-shirt/top", "Tro
 //   "mnist", "fashion-mnist": ROOT/NAME/{train,t10k}-{images,labels}-idx*-ubyte with the dataset's
 //       class names; missing files point at `make data`;
 //   "cifar10": ROOT/cifar-10-batches-bin/ (the folder of the official archive), see data/cifar.h;
-//   "folder:PATH": PATH/train/ or PATH/test/ read by load_image_folder (data/image_folder.h) with the
-//       channels as stored; PATH is relative to the working directory, not ROOT. When the other
-//       split's folder exists too, both must have the same class folders (so labels agree).
-// An unknown name lists the accepted ones.
+//   "folder:PATH": PATH/train/ or PATH/test/ read by load_image_folder (data/image_folder.h), each
+//       image brought to `format` as it is read; PATH is relative to the working directory, not ROOT.
+//       When the other split's folder exists too, both must have the same class folders (so labels
+//       agree).
+// The named datasets are brought to `format` after loading (to_image_format). An unknown name lists
+// the accepted ones.
 ImageClassificationDataset load_dataset(const std::string& name, Split split,
-                                        const std::string& root = "data");
+                                        const std::string& root = "data", const ImageFormat& format = {});
 
 }  // namespace orbit::data

@@ -45,9 +45,9 @@ std::vector<std::string> image_folder_classes(const std::string& root) {
   return classes;
 }
 
-ImageClassificationDataset load_image_folder(const std::string& root, int channels, const std::string& name) {
-  ORBIT_CHECK(channels == 0 || channels == 1 || channels == 3, "load_image_folder: '", root, "': channels = ",
-              channels, "; expected 0 (as stored), 1 (grey) or 3 (RGB)");
+ImageClassificationDataset load_image_folder(const std::string& root, const ImageFormat& format,
+                                             const std::string& name) {
+  check_image_format(format, "load_image_folder: '" + root + "'");
   const std::vector<std::string> classes = image_folder_classes(root);
   std::vector<Tensor> images;
   std::vector<int64_t> labels;
@@ -58,14 +58,18 @@ ImageClassificationDataset load_image_folder(const std::string& root, int channe
     ORBIT_CHECK(!files.empty(), "load_image_folder: '", root, "': class folder '", classes[c],
                 "' holds no image (expected .png, .jpg, .jpeg or .bmp files)");
     for (const auto& f : files) {
-      Tensor img = read_image(f.string(), channels);
+      Tensor img = to_image_format(read_image(f.string(), format.channels), format, f.string());
       if (images.empty()) {
         first_file = f.string();
       } else {
         ORBIT_CHECK(img.shape() == images.front().shape(), "load_image_folder: '", f.string(), "' is ",
                     shape_str(img.shape()), " [C, H, W]; expected ", shape_str(images.front().shape()),
                     " like '", first_file, "' (all images must have the same size and channels",
-                    channels == 0 ? "; pass channels = 1 or 3 to convert" : "", ")");
+                    format.channels == 0 || format.size == 0
+                        ? "; set the format's channels (1 or 3) and size (S for S x S) to convert them as they "
+                          "are read: the run config's keys \"image_channels\" and \"image_size\""
+                        : "",
+                    ")");
       }
       images.push_back(std::move(img));
       labels.push_back(static_cast<int64_t>(c));

@@ -20,12 +20,12 @@ namespace orbit::data {
 // class folder.
 std::vector<std::string> image_folder_classes(const std::string& root);
 
-// Reads every image (data/image_io.h read_image, with `channels`: 0 as stored, 1 grey, 3 RGB) into
-// images [N, C, H, W] float32 in [0, 1] and labels [N]. All images must have the same size and
-// channel count (an error names the file, its shape and the expected shape with the file that set
-// it). An empty class folder or no class folder is an error naming ROOT. Named `name`, or ROOT when
-// empty.
-ImageClassificationDataset load_image_folder(const std::string& root, int channels = 0,
+// Reads every image (data/image_io.h read_image) into images [N, C, H, W] float32 in [0, 1] and
+// labels [N], each brought to `format` (data/dataset.h: the channels, 1 grey or 3 RGB, and the size S
+// x S) as it is read. After that all images must have the same size and channel count (an error names
+// the file, its shape and the expected shape with the file that set it). An empty class folder or no
+// class folder is an error naming ROOT. Named `name`, or ROOT when empty.
+ImageClassificationDataset load_image_folder(const std::string& root, const ImageFormat& format = {},
                                              const std::string& name = "");
 
 }  // namespace orbit::data

@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "data/image_folder.h"
 #include "data/image_io.h"
+#include "data/transforms.h"
 #include "tests/test_util.h"
 
 using namespace orbit;
@@ -324,7 +325,7 @@ TEST(DataImageFolder, LoadsClassesAndFilesInSortedOrder) {
   }
   ds.validate();
   // channels = 1 converts every image.
-  const auto grey = load_image_folder(root.string(), 1, "grey");
+  const auto grey = load_image_folder(root.string(), ImageFormat{1}, "grey");
   EXPECT_EQ(grey.images.shape(), (Shape{5, 1, 4, 5}));
   EXPECT_EQ(grey.name, "grey");
 }
@@ -344,9 +345,78 @@ TEST(DataImageFolder, Errors) {
                {(root / "b" / "1.png").string(), "[3, 4, 6]", "[3, 4, 5]", (root / "a" / "1.png").string()});
   // Different channel counts: an error as stored, fine when converted.
   write_png((root / "b" / "1.png").string(), pattern_image(1, 4, 5, 0));
-  expect_error([&] { load_image_folder(root.string()); }, {"[1, 4, 5]", "[3, 4, 5]", "channels = 1 or 3"});
-  EXPECT_EQ(load_image_folder(root.string(), 3).images.shape(), (Shape{2, 3, 4, 5}));
-  expect_error([&] { load_image_folder(root.string(), 4); }, {"channels = 4"});
+  expect_error([&] { load_image_folder(root.string()); }, {"[1, 4, 5]", "[3, 4, 5]", "\"image_channels\""});
+  EXPECT_EQ(load_image_folder(root.string(), ImageFormat{3}).images.shape(), (Shape{2, 3, 4, 5}));
+  expect_error([&] { load_image_folder(root.string(), ImageFormat{4}); }, {"channels = 4"});
+}
+
+// The image format (the run config's image_channels and image_size): channels converted as stb_image
+// converts them, sizes by Resize(S) then CenterCrop(S); a folder of grey and colour images of different
+// sizes loads with it and is an error without it.
+TEST(DataImageFormat, ChannelsAndSize) {
+  const Tensor grey = pattern_image(1, 4, 5, 3);
+  const Tensor rgb = to_image_format(grey, ImageFormat{3}, "grey");
+  ASSERT_EQ(rgb.shape(), (Shape{3, 4, 5}));
+  for (int64_t c = 0; c < 3; ++c)
+    EXPECT_EQ(rgb.select(0, c).contiguous().to_vector<float>(), grey.select(0, 0).contiguous().to_vector<float>());
+  // RGB -> grey: (77 R + 150 G + 29 B) / 256 per pixel; stb_image's decode of the same PNG as grey is
+  // that value floored to 8 bits, so within 1/255 of it.
+  const Tensor colour = pattern_image(3, 4, 5, 8);
+  const Tensor y = to_image_format(colour, ImageFormat{1}, "colour");
+  ASSERT_EQ(y.shape(), (Shape{1, 4, 5}));
+  const auto c = colour.to_vector<float>(), g = y.to_vector<float>();
+  for (int64_t i = 0; i < 20; ++i)
+    EXPECT_FLOAT_EQ(g[i], (77 * c[i] + 150 * c[20 + i] + 29 * c[40 + i]) / 256) << i;
+  TempDir dir;
+  const std::string png = (dir.path() / "c.png").string();
+  write_png(png, colour);
+  const auto decoded = read_image(png, 1).to_vector<float>();
+  for (int64_t i = 0; i < 20; ++i) EXPECT_NEAR(decoded[i], g[i], 1.0 / 255 + 1e-6) << i;
+  // Size: Resize(2) of a 6x4 image is 3x2, then the central 2x2; an image already S x S is unchanged.
+  const Tensor tall = pattern_image(3, 6, 4, 5);
+  EXPECT_EQ(to_image_format(tall, ImageFormat{0, 2}, "tall").to_vector<float>(),
+            center_crop(resize_shorter(tall, 2), 2, 2).to_vector<float>());
+  EXPECT_EQ(to_image_format(colour, ImageFormat{0, 2}, "c").shape(), (Shape{3, 2, 2}));
+  const Tensor square = pattern_image(3, 4, 4, 6);
+  EXPECT_EQ(to_image_format(square, ImageFormat{3, 4}, "sq").to_vector<float>(), square.to_vector<float>());
+  // What cannot be converted names the image and what was expected.
+  expect_error([&] { to_image_format(pattern_image(2, 4, 4, 0), ImageFormat{3}, "two.png"); },
+               {"two.png", "2 channels", "1 (grey) and 3 (RGB)"});
+  expect_error([&] { to_image_format(square, ImageFormat{2}, "sq.png"); }, {"sq.png", "channels = 2", "0 (as stored)"});
+  expect_error([&] { to_image_format(square, ImageFormat{0, -3}, "sq.png"); }, {"sq.png", "size = -3"});
+
+  // A whole dataset: labels and class names kept, every row converted.
+  ImageClassificationDataset ds;
+  ds.name = "greys";
+  ds.images = Tensor::empty({2, 1, 4, 5});
+  for (int64_t i = 0; i < 2; ++i) ds.images.select(0, i).copy_(pattern_image(1, 4, 5, 10 + i));
+  ds.labels = Tensor::from_vector(std::vector<int64_t>{1, 0}, {2});
+  ds.class_names = {"a", "b"};
+  const auto big = to_image_format(ds, ImageFormat{3, 3});
+  ASSERT_EQ(big.images.shape(), (Shape{2, 3, 3, 3}));
+  EXPECT_EQ(big.labels.to_vector<int64_t>(), (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(big.class_names, ds.class_names);
+  for (int64_t i = 0; i < 2; ++i)
+    EXPECT_EQ(big.images.select(0, i).contiguous().to_vector<float>(),
+              to_image_format(pattern_image(1, 4, 5, 10 + i), ImageFormat{3, 3}, "row").to_vector<float>())
+        << i;
+  EXPECT_EQ(to_image_format(ds, ImageFormat{}).images.data<float>(), ds.images.data<float>());  // nothing to do
+
+  // A folder of a grey 4x5 PNG and an RGB 6x8 one: an error as stored, [2, 3, 4, 4] in format {3, 4}.
+  const fs::path root = dir.path() / "mixed";
+  fs::create_directories(root / "train" / "a");
+  fs::create_directories(root / "train" / "b");
+  write_png((root / "train" / "a" / "g.png").string(), grey);
+  write_png((root / "train" / "b" / "c.png").string(), pattern_image(3, 6, 8, 4));
+  const std::string name = "folder:" + root.string();
+  expect_error([&] { load_dataset(name, Split::Train); },
+               {"c.png", "[3, 6, 8]", "[1, 4, 5]", "\"image_channels\"", "\"image_size\""});
+  const auto mixed = load_dataset(name, Split::Train, "data", ImageFormat{3, 4});
+  ASSERT_EQ(mixed.images.shape(), (Shape{2, 3, 4, 4}));
+  EXPECT_EQ(mixed.images.select(0, 0).contiguous().to_vector<float>(),
+            to_image_format(read_image((root / "train" / "a" / "g.png").string(), 3), ImageFormat{3, 4}, "g")
+                .to_vector<float>());
+  expect_error([&] { load_dataset(name, Split::Train, "data", ImageFormat{5}); }, {name, "channels = 5"});
 }
 
 // ====================================================================== named datasets

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "data/image_io.h"
+#include "data/transforms.h"
 #include "engine/ops.h"
 #include "layers/module.h"
 #include "models/registry.h"
@@ -145,6 +146,9 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"angle_test_fraction", 0.0}}, {"angle_test_fraction", "(0, 1]"});
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
   expect_bad({{"lamda", 1.0}}, {"unknown key", "lamda", "lambda"});
+  expect_bad({{"image_channels", 2}}, {"image_channels", "2", "1 (grey) or 3 (RGB)"});
+  expect_bad({{"image_channels", 4}}, {"image_channels", "4"});
+  expect_bad({{"image_size", -1}}, {"image_size", "-1"});
   expect_bad({{"discrepancy", "js"}}, {"discrepancy", "js", "sym_kl"});
   expect_bad({{"reference", "mean"}}, {"reference", "mean", "orbit_mean"});
   expect_bad({{"canonicalize", true}, {"equitune", true}}, {"canonicalize", "equitune"});
@@ -390,13 +394,26 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
       fs::create_directories(cdir);
       char name[32];
       std::snprintf(name, sizeof name, "/%03lld.png", static_cast<long long>(i));
-      data::write_png(cdir + name, ds.images.select(0, i));
+      // Image 0 of each split as RGB, image 1 at 16x16: the folder reads only with "image_channels": 1
+      // and "image_size": 12.
+      Tensor img = ds.images.select(0, i);
+      if (i == 0) img = cat({img, img, img}, 0);
+      if (i == 1) img = data::resize_bilinear(img.contiguous(), 16, 16);
+      data::write_png(cdir + name, img);
     }
   }
   const std::string dataset = "folder:" + dir + "/data";
   nlohmann::json base = tiny_config("");
   base.erase("out_dir");
   base["dataset"] = dataset;
+  {
+    nlohmann::json as_stored = base;
+    as_stored["out_dir"] = dir + "/as_stored";
+    expect_error([&] { run_training(as_stored, RunOptions{}); }, {"ring/001.png", "[1, 16, 16]", "[1, 12, 12]", "\"image_channels\"", "\"image_size\""});
+    EXPECT_FALSE(fs::exists(dir + "/as_stored/checkpoint.safetensors"));
+  }
+  base["image_channels"] = 1;
+  base["image_size"] = 12;
   nlohmann::json pre = base;
   pre["augment"] = "rotation";
   nlohmann::json study = {{"name", "tiny study"},
