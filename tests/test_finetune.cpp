@@ -442,6 +442,13 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const nlohmann::json ev = evaluate_weights(res["config"], run_dir + "/model.safetensors", data::Split::Test, true);
     EXPECT_EQ(ev["metrics"], res["metrics"]);
     EXPECT_EQ(ev["classes"], res["classes"]);
+    // The same weights on the classes in another order: the head would answer for other classes.
+    {
+      nlohmann::json reordered = res["config"];
+      reordered["classes"] = {2, 1, 0};
+      expect_error([&] { evaluate_weights(reordered, run_dir + "/model.safetensors", data::Split::Test, true); },
+                   {"model.safetensors", "[\"plus\",\"ring\",\"square\"]", "[\"square\",\"ring\",\"plus\"]", "reset_head"});
+    }
     // The network of a run trained on the GPU loads on the host (the report draws its predictions).
     {
       nlohmann::json gpu_config = res["config"];

@@ -318,6 +318,15 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
       b.std = n.at("std").get<std::vector<double>>();
     }
     b.source = {{"weights", weights}, {"model", get("model")}, {"dataset", get("dataset")}, {"classes", get("num_classes")}};
+    // A head kept from the file answers for the classes it was trained on: they must be the task's.
+    if (!c["reset_head"].get<bool>() && !get("classes").empty() && !task.class_names.empty()) {
+      const auto trained = nlohmann::json::parse(get("classes"));
+      const nlohmann::json wanted = task.class_names;
+      ORBIT_CHECK(trained == wanted, "run config: key \"weights\": ", weights, " was trained on the classes ",
+                  trained.dump(), ", but the task's classes are ", wanted.dump(),
+                  "; its head would answer for other classes (select the same classes in the same order, or fine-tune a "
+                  "new head with \"reset_head\": true)");
+    }
     if (c["reset_head"].get<bool>() || b.model->num_classes() != classes) {
       ORBIT_CHECK(c["reset_head"].get<bool>(), "run config: ", weights, " has a ", b.model->num_classes(),
                   "-class head but the task has ", classes, " classes; set \"reset_head\": true");
