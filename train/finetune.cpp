@@ -318,8 +318,10 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
       b.std = n.at("std").get<std::vector<double>>();
     }
     b.source = {{"weights", weights}, {"model", get("model")}, {"dataset", get("dataset")}, {"classes", get("num_classes")}};
-    // A head kept from the file answers for the classes it was trained on: they must be the task's.
-    if (!c["reset_head"].get<bool>() && !get("classes").empty() && !task.class_names.empty()) {
+    // A head kept from a file an orbit run wrote (its metadata names the dataset and the classes)
+    // answers for the classes it was trained on: they must be the task's. (A torchvision export names
+    // its categories in words, which an image folder may name otherwise, e.g. by WordNet id.)
+    if (!c["reset_head"].get<bool>() && !get("dataset").empty() && !get("classes").empty() && !task.class_names.empty()) {
       const auto trained = nlohmann::json::parse(get("classes"));
       const nlohmann::json wanted = task.class_names;
       ORBIT_CHECK(trained == wanted, "run config: key \"weights\": ", weights, " was trained on the classes ",
