@@ -164,7 +164,7 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"taps", {"layer2"}}}, {"taps", "lambda"});
   expect_bad({{"taps", {"layer9"}}, {"lambda", 1.0}}, {"layer9"});
   // C4 and D4 rotate by 90 degrees: non-square images are refused; C2 and flips are fine on them.
-  expect_bad({{"group", "C4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "C4", "12x10"}, 12, 10);
+  expect_bad({{"group", "C4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "C4", "12x10", "\"image_size\""}, 12, 10);
   expect_bad({{"group", "D4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "D4"}, 12, 10);
   expect_bad({{"group", "C2"}, {"eval_groups", {"C8"}}}, {"eval_groups", "square", "C8"}, 12, 10);
   nlohmann::json ok = tiny_config(dir + "/ok");

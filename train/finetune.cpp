@@ -211,7 +211,7 @@ void check_group_fits(const groups::Group& G, const data::ImageClassificationDat
   const int64_t H = ds.height(), W = ds.width();
   ORBIT_CHECK(!G.needs_square_input() || H == W, "run config: key \"", key, "\": the group ", G.name(),
               " rotates by angles other than 0 and 180 degrees, which needs square images; ", ds.name, " has ", H, "x",
-              W, " images (use C2, D2, flips or translations, or crop the images)");
+              W, " images (use C2, D2, flips or translations, or make them S x S with \"image_size\": S)");
   const int64_t p = G.translation_steps();
   ORBIT_CHECK(p <= 1 || (H % p == 0 && W % p == 0), "run config: key \"", key, "\": the group ", G.name(),
               " shifts by 1/", p, " of the image, which needs sizes divisible by ", p, "; ", ds.name, " has ", H, "x", W,
