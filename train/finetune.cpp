@@ -33,18 +33,16 @@ const ConfigSchema& run_config_schema() {
     std::vector<std::string> models;
     for (const auto& [name, desc] : list_models()) models.push_back(name);
     ConfigSchema s("run config");
-    s.string("model", "resnet_small", models, "architecture from the model registry")
-        .string("dataset", "fashion-mnist", {}, "a dataset name (" + [] {
-          std::string k;
-          for (const auto& n : data::known_datasets()) k += (k.empty() ? "" : ", ") + n;
-          return k;
-        }() + ") or folder:PATH")
-        .string("data_dir", "data", {}, "folder holding the datasets `make data` writes")
-        .int_list("classes", nlohmann::json::array(), 0, 1 << 20, "the dataset's classes to use, relabelled 0..k-1 in this order (empty: all)")
-        .integer("image_channels", 0, 0, 3,
-                 "channels the images are converted to as they are read: 0 as stored (all images must agree), 1 grey, 3 RGB")
-        .integer("image_size", 0, 0, 1 << 16,
-                 "0: images as stored (all of one size); S: each image's shorter side resized to S, then its central S x S crop")
+    add_image_format_keys(
+        s.string("model", "resnet_small", models, "architecture from the model registry")
+            .string("dataset", "fashion-mnist", {}, "a dataset name (" + [] {
+              std::string k;
+              for (const auto& n : data::known_datasets()) k += (k.empty() ? "" : ", ") + n;
+              return k;
+            }() + ") or folder:PATH")
+            .string("data_dir", "data", {}, "folder holding the datasets `make data` writes")
+            .int_list("classes", nlohmann::json::array(), 0, 1 << 20,
+                      "the dataset's classes to use, relabelled 0..k-1 in this order (empty: all)"))
         .number("fraction", 1.0, 0.0, 1.0, "stratified share of the training images to use, in (0, 1]")
         .string("out_dir", "runs/run", {}, "where checkpoints, results and curves go")
         .string("weights", "", {}, "weight file to start from (a run's model.safetensors); empty: random initialization")
@@ -111,7 +109,7 @@ nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) 
     ORBIT_CHECK(v > 0 && v <= 1, "run config: key \"", key, "\": expected a number in (0, 1], got ", user[key].dump());
   }
   nlohmann::json c = run_config_schema().resolve(user);
-  ORBIT_CHECK(c["image_channels"].get<int>() != 2, "run config: key \"image_channels\": expected 0 (as stored), 1 (grey) or 3 (RGB), got 2");
+  image_format_of(c);  // "image_channels": 2 is an error
   const groups::Boundary b = c["translation_boundary"] == "zeros" ? groups::Boundary::Zeros : groups::Boundary::Periodic;
   try {
     groups::Group::parse(c["group"].get<std::string>(), b);
@@ -147,13 +145,6 @@ nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) 
                 c["lambda"].get<double>(), " (a canonicalized model is invariant by construction; the regularizer would be 0)");
   }
   return c;
-}
-
-data::ImageFormat image_format_of(const nlohmann::json& config) {
-  data::ImageFormat f;
-  f.channels = config.value("image_channels", 0);
-  f.size = config.value("image_size", int64_t{0});
-  return f;
 }
 
 namespace {

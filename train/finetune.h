@@ -41,10 +41,6 @@ const ConfigSchema& run_config_schema();
 // Throws naming the key.
 nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files = true);
 
-// The image format of a run config's "image_channels" and "image_size" (0, as stored, when a config
-// saved before those keys existed lacks them).
-data::ImageFormat image_format_of(const nlohmann::json& config);
-
 struct RunOptions {
   bool resume = true;            // continue from out_dir/checkpoint.safetensors when it exists
   int64_t stop_after_epoch = 0;  // > 0: return after this epoch (as if interrupted); for tests

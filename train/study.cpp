@@ -16,6 +16,7 @@
 #include "train/finetune.h"
 #include "train/plot.h"
 #include "train/report.h"
+#include "train/trainer.h"
 
 namespace orbit {
 

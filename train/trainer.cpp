@@ -19,18 +19,31 @@ namespace orbit {
 
 namespace fs = std::filesystem;
 
+ConfigSchema& add_image_format_keys(ConfigSchema& s) {
+  return s
+      .integer("image_channels", 0, 0, 3,
+               "channels the images are converted to as they are read: 0 as stored (all images must agree), 1 grey, 3 RGB")
+      .integer("image_size", 0, 0, 1 << 16,
+               "0: images as stored (all of one size); S: each image's shorter side resized to S, then its central S x S crop");
+}
+
+data::ImageFormat image_format_of(const nlohmann::json& config, const std::string& what) {
+  data::ImageFormat f;
+  f.channels = config.value("image_channels", 0);
+  f.size = config.value("image_size", int64_t{0});
+  ORBIT_CHECK(f.channels != 2, what, ": key \"image_channels\": expected 0 (as stored), 1 (grey) or 3 (RGB), got 2");
+  return f;
+}
+
 const ConfigSchema& train_config_schema() {
   static const ConfigSchema schema = [] {
     std::vector<std::string> models;
     for (const auto& [name, desc] : list_models()) models.push_back(name);
     ConfigSchema s("train config");
-    s.string("model", "small_cnn", models, "architecture from the model registry")
-        .string("dataset", "fashion-mnist", {}, "dataset made by `make data` (mnist, fashion-mnist), cifar10, or folder:PATH")
-        .string("data_dir", "data", {}, "folder holding <dataset>/ with the IDX files")
-        .integer("image_channels", 0, 0, 3,
-                 "channels the images are converted to as they are read: 0 as stored (all images must agree), 1 grey, 3 RGB")
-        .integer("image_size", 0, 0, 1 << 16,
-                 "0: images as stored (all of one size); S: each image's shorter side resized to S, then its central S x S crop")
+    add_image_format_keys(
+        s.string("model", "small_cnn", models, "architecture from the model registry")
+            .string("dataset", "fashion-mnist", {}, "dataset made by `make data` (mnist, fashion-mnist), cifar10, or folder:PATH")
+            .string("data_dir", "data", {}, "folder holding <dataset>/ with the IDX files"))
         .string("out_dir", "runs/train", {}, "where checkpoints, curves and results go")
         .integer("epochs", 5, 1, 10000, "training epochs")
         .integer("batch_size", 64, 1, 1 << 16, "mini-batch size")
@@ -166,7 +179,7 @@ void write_curves(const std::string& dir, const std::vector<EpochStats>& h, cons
 
 TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptions& options) {
   const nlohmann::json c = train_config_schema().resolve(user_config);
-  ORBIT_CHECK(c["image_channels"].get<int>() != 2, "train config: key \"image_channels\": expected 0 (as stored), 1 (grey) or 3 (RGB), got 2");
+  const data::ImageFormat format = image_format_of(c, "train config");
   const std::string out_dir = c["out_dir"];
   fs::create_directories(out_dir);
   const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
@@ -174,9 +187,7 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
   // ---------------------------------------------------------------- data
   auto load = [&](data::Split split) {
     return options.dataset_provider ? options.dataset_provider(split)
-                                    : data::load_dataset(c["dataset"], split, c["data_dir"].get<std::string>(),
-                                                         data::ImageFormat{c["image_channels"].get<int>(),
-                                                                           c["image_size"].get<int64_t>()});
+                                    : data::load_dataset(c["dataset"], split, c["data_dir"].get<std::string>(), format);
   };
   data::ImageClassificationDataset train_raw = load(data::Split::Train), test_raw = load(data::Split::Test);
   const data::ChannelStats stats = data::channel_stats(train_raw);  // normalize both with the training statistics

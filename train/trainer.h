@@ -27,6 +27,13 @@ std::shared_ptr<LRScheduler> make_scheduler(const nlohmann::json& config, Optimi
 // Every key of a training config, its type, range and default.
 const ConfigSchema& train_config_schema();
 
+// Adds the keys "image_channels" and "image_size" (data::ImageFormat), which the training and the run
+// configs share, to `s`.
+ConfigSchema& add_image_format_keys(ConfigSchema& s);
+// The image format a resolved config names (0, as stored, for a key that a config saved before it
+// existed lacks). Throws naming `what` (the config) and the key for "image_channels": 2.
+data::ImageFormat image_format_of(const nlohmann::json& config, const std::string& what = "run config");
+
 struct EpochStats {
   int64_t epoch = 0;  // 1-based
   double lr = 0, train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0, seconds = 0;
