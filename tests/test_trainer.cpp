@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "models/registry.h"
 #include "tests/test_util.h"
@@ -202,4 +203,40 @@ TEST(Plot, LineChartDrawsEverySeriesWithLegendAndTicks) {
   EXPECT_NE(svg.find(">3</text>"), std::string::npos);           // integer epoch ticks ...
   EXPECT_EQ(svg.find(">2.5</text>"), std::string::npos);         // ... and no fractional ones
   EXPECT_THROW(svg_line_chart("bad", "x", "y", {Series{"s", {1, 2}, {1}}}), Error);
+}
+
+// A study's angle plot carries a line per method (20 and more): every legend row must lie inside the
+// picture, however long the names, and no two lines may be drawn alike.
+TEST(Plot, ManySeriesStayInsideThePictureAndLookDifferent) {
+  std::vector<Series> many;
+  for (int k = 0; k < 21; ++k)
+    many.push_back(Series{"method " + std::to_string(k) + (k == 13 ? ", whole orbit, orbit-mean reference, lambda 10" : ""),
+                          {0, 15, 30}, {90.0 - k, 80.0 - k, 85.0 - k}});
+  const std::string svg = svg_line_chart("angles", "angle (degrees)", "accuracy (%)", many, 720, 420);
+  auto attr = [](const std::string& s, size_t from, const std::string& key) {
+    const size_t at = s.find(key + "=\"", from) + key.size() + 2;
+    return std::stod(s.substr(at, s.find('"', at) - at));
+  };
+  const double width = attr(svg, 0, "width"), height = attr(svg, 0, "height");
+  std::set<std::string> styles;
+  size_t rows = 0;
+  for (size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) {
+    const size_t end = svg.find(" points=", at);
+    styles.insert(svg.substr(at, end - at));  // stroke colour and dash pattern
+  }
+  EXPECT_EQ(styles.size(), many.size());
+  for (const Series& s : many) {
+    const size_t at = svg.find(">" + s.name + "</text>");
+    ASSERT_NE(at, std::string::npos) << s.name;
+    const size_t open = svg.rfind("<text", at);
+    const double x = attr(svg, open, "x"), y = attr(svg, open, "y");
+    EXPECT_LE(y + 4, height) << s.name;
+    EXPECT_LE(x + 7.0 * s.name.size(), width) << s.name;  // 7 px per character bounds the 12 px font
+    ++rows;
+  }
+  EXPECT_EQ(rows, many.size());
+  // A few short series keep the requested size.
+  const std::string small = svg_line_chart("two", "x", "y", {many[0], many[1]}, 640, 400);
+  EXPECT_EQ(attr(small, 0, "width"), 640);
+  EXPECT_EQ(attr(small, 0, "height"), 400);
 }

@@ -46,7 +46,10 @@ std::string num(double v) {
 
 std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::string& y_label,
                            const std::vector<Series>& series, int width, int height) {
+  // Series k is drawn in colour k % 8 and, past the first eight, with a dash pattern (k / 8) % 4, so
+  // up to 32 series look different from one another.
   static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  static const char* dashes[] = {"", "7,3", "2,3", "9,3,2,3"};
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
   bool integer_x = true;
   for (const auto& s : series) {
@@ -67,11 +70,17 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   ymin -= pad;
   ymax += pad;
   const double L = 70, R = width - 160, T = 40, B = height - 50;
+  // The legend sits right of the plot, one row per series; the picture grows to hold it (names are
+  // measured at about 7 pixels per character of the 12-pixel font).
+  size_t longest = 0;
+  for (const auto& s : series) longest = std::max(longest, s.name.size());
+  const int svg_width = std::max<int>(width, static_cast<int>(R + 38 + 7 * longest + 10));
+  const int svg_height = std::max<int>(height, static_cast<int>(T + 10 + 20 * series.size()));
   auto px = [&](double x) { return L + (x - xmin) / (xmax - xmin) * (R - L); };
   auto py = [&](double y) { return B - (y - ymin) / (ymax - ymin) * (B - T); };
 
   std::ostringstream o;
-  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << svg_width << "\" height=\"" << svg_height
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   o << "<text x=\"" << (L + R) / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << svg_escape(title) << "</text>\n";
@@ -90,7 +99,8 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& s = series[k];
     const char* c = colors[k % 8];
-    o << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"2\" points=\"";
+    const std::string dash = *dashes[(k / 8) % 4] ? std::string(" stroke-dasharray=\"") + dashes[(k / 8) % 4] + "\"" : "";
+    o << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"2\"" << dash << " points=\"";
     for (size_t i = 0; i < s.x.size(); ++i)
       if (std::isfinite(s.y[i])) o << px(s.x[i]) << "," << py(s.y[i]) << " ";
     o << "\"/>\n";
@@ -98,7 +108,7 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
       if (std::isfinite(s.y[i])) o << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(s.y[i]) << "\" r=\"3\" fill=\"" << c << "\"/>\n";
     const double ly = T + 10 + 20 * k;
     o << "<line x1=\"" << R + 12 << "\" x2=\"" << R + 32 << "\" y1=\"" << ly << "\" y2=\"" << ly << "\" stroke=\"" << c
-      << "\" stroke-width=\"2\"/>\n";
+      << "\" stroke-width=\"2\"" << dash << "/>\n";
     o << "<text x=\"" << R + 38 << "\" y=\"" << ly + 4 << "\">" << svg_escape(s.name) << "</text>\n";
   }
   o << "</svg>\n";
