@@ -70,12 +70,15 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   ymin -= pad;
   ymax += pad;
   const double L = 70, R = width - 160, T = 40, B = height - 50;
-  // The legend sits right of the plot, one row per series; the picture grows to hold it (names are
-  // measured at about 7 pixels per character of the 12-pixel font).
+  // The legend sits right of the plot, one row per series (its line from R + 12 to R + 32, its name
+  // from legend_x); the picture grows to hold it: as wide as the longest name (about 7 pixels per
+  // character of the 12-pixel font) and as tall as where one more row would go.
+  const double legend_x = R + 38;
+  auto legend_y = [&](size_t k) { return T + 10 + 20.0 * k; };
   size_t longest = 0;
   for (const auto& s : series) longest = std::max(longest, s.name.size());
-  const int svg_width = std::max<int>(width, static_cast<int>(R + 38 + 7 * longest + 10));
-  const int svg_height = std::max<int>(height, static_cast<int>(T + 10 + 20 * series.size()));
+  const int svg_width = std::max<int>(width, static_cast<int>(legend_x + 7 * longest + 10));
+  const int svg_height = std::max<int>(height, static_cast<int>(legend_y(series.size())));
   auto px = [&](double x) { return L + (x - xmin) / (xmax - xmin) * (R - L); };
   auto py = [&](double y) { return B - (y - ymin) / (ymax - ymin) * (B - T); };
 
@@ -99,17 +102,18 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& s = series[k];
     const char* c = colors[k % 8];
-    const std::string dash = *dashes[(k / 8) % 4] ? std::string(" stroke-dasharray=\"") + dashes[(k / 8) % 4] + "\"" : "";
+    const char* d = dashes[(k / 8) % 4];
+    const std::string dash = *d ? std::string(" stroke-dasharray=\"") + d + "\"" : "";
     o << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"2\"" << dash << " points=\"";
     for (size_t i = 0; i < s.x.size(); ++i)
       if (std::isfinite(s.y[i])) o << px(s.x[i]) << "," << py(s.y[i]) << " ";
     o << "\"/>\n";
     for (size_t i = 0; i < s.x.size(); ++i)
       if (std::isfinite(s.y[i])) o << "<circle cx=\"" << px(s.x[i]) << "\" cy=\"" << py(s.y[i]) << "\" r=\"3\" fill=\"" << c << "\"/>\n";
-    const double ly = T + 10 + 20 * k;
+    const double ly = legend_y(k);
     o << "<line x1=\"" << R + 12 << "\" x2=\"" << R + 32 << "\" y1=\"" << ly << "\" y2=\"" << ly << "\" stroke=\"" << c
       << "\" stroke-width=\"2\"" << dash << "/>\n";
-    o << "<text x=\"" << R + 38 << "\" y=\"" << ly + 4 << "\">" << svg_escape(s.name) << "</text>\n";
+    o << "<text x=\"" << legend_x << "\" y=\"" << ly + 4 << "\">" << svg_escape(s.name) << "</text>\n";
   }
   o << "</svg>\n";
   return o.str();
