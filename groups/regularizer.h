@@ -32,7 +32,8 @@
 // the maps of the original items, by squared L2, weighted by tap_weight.
 //
 // preserve: penalize only the part of the defect above a baseline (the pretrained model's own defect,
-// measured once before fine-tuning with measure_defect): R' = max(0, R − baseline).
+// measured once before fine-tuning with measure_defect): R' = max(0, R − baseline). The threshold
+// applies to the output's defect; the taps' terms are added after it, in full.
 #pragma once
 
 #include <cstdint>
