@@ -112,15 +112,42 @@ Tensor discrepancy(const Tensor& y, const Tensor& ref, Discrepancy d) {
   throw Error("discrepancy: unknown kind");
 }
 
+void check_element_weights(const Group& G, const std::vector<double>& weights, int64_t samples) {
+  if (weights.empty()) return;
+  const int64_t others = G.order() - 1;
+  std::string names;
+  for (int64_t g = 1; g <= others; ++g) names += (g > 1 ? ", " : "") + G.element_name(g);
+  ORBIT_CHECK(static_cast<int64_t>(weights.size()) == others, "regularizer: element_weights: expected one weight per "
+              "non-identity element of ", G.name(), " (", others, ": ", names, "), got ", weights.size());
+  double sum = 0;
+  for (double w : weights) {
+    ORBIT_CHECK(std::isfinite(w) && w >= 0, "regularizer: element_weights: expected finite weights >= 0, got ", w);
+    sum += w;
+  }
+  ORBIT_CHECK(sum > 0, "regularizer: element_weights: every weight is 0; at least one element must have a positive weight");
+  ORBIT_CHECK(samples == 0 || samples == 1 || samples >= others, "regularizer: element_weights work with samples 1 "
+              "(one element drawn by weight) or 0 (the whole orbit, weighted), got samples ", samples);
+}
+
 void draw_elements(const Group& G, int64_t num_items, int64_t samples, Generator& gen,
-                   std::vector<int64_t>& items, std::vector<int64_t>& elements, double item_fraction) {
+                   std::vector<int64_t>& items, std::vector<int64_t>& elements, double item_fraction,
+                   const std::vector<double>& weights) {
   ORBIT_CHECK(samples >= 0, "regularizer: samples must be >= 0 (0 = the whole orbit), got ", samples);
   ORBIT_CHECK(item_fraction > 0 && item_fraction <= 1, "regularizer: item_fraction must be in (0, 1], got ", item_fraction);
+  check_element_weights(G, weights, samples);
   items.clear();
   elements.clear();
   const int64_t others = G.order() - 1;
   if (others == 0) return;
   const bool whole = samples == 0 || samples >= others;
+  // With weights: the elements of positive weight, and their cumulative weights for the draws.
+  std::vector<int64_t> positive;
+  std::vector<double> cumulative;
+  for (size_t k = 0; k < weights.size(); ++k)
+    if (weights[k] > 0) {
+      positive.push_back(static_cast<int64_t>(k) + 1);
+      cumulative.push_back((cumulative.empty() ? 0.0 : cumulative.back()) + weights[k]);
+    }
   std::vector<int64_t> chosen;
   if (item_fraction < 1.0) {
     const int64_t m = std::max<int64_t>(1, std::llround(item_fraction * num_items));
@@ -132,7 +159,17 @@ void draw_elements(const Group& G, int64_t num_items, int64_t samples, Generator
   }
   for (int64_t i : chosen) {
     if (whole) {
-      for (int64_t g = 1; g <= others; ++g) items.push_back(i), elements.push_back(g);
+      if (weights.empty())
+        for (int64_t g = 1; g <= others; ++g) items.push_back(i), elements.push_back(g);
+      else
+        for (int64_t g : positive) items.push_back(i), elements.push_back(g);
+      continue;
+    }
+    if (!weights.empty()) {  // samples == 1: the first element whose cumulative weight exceeds u · sum
+      const double u = gen.next_double() * cumulative.back();
+      const size_t k = std::upper_bound(cumulative.begin(), cumulative.end(), u) - cumulative.begin();
+      items.push_back(i);
+      elements.push_back(positive[std::min(k, positive.size() - 1)]);
       continue;
     }
     // `samples` distinct elements from {1, ..., others}: a partial Fisher-Yates shuffle.
@@ -156,7 +193,9 @@ RegularizedOutput regularized_forward(const std::function<Tensor(const Tensor&)>
   ORBIT_CHECK(o.taps.empty() || taps_root != nullptr, "regularizer: feature taps need the model (taps_root)");
   const int64_t N = x.size(0);
   RegularizedOutput r;
-  draw_elements(G, N, o.samples, gen, r.items, r.elements, o.item_fraction);
+  ORBIT_CHECK(o.element_weights.empty() || o.reference == Reference::Upright,
+              "regularizer: element_weights work with the upright reference, not \"", reference_name(o.reference), "\"");
+  draw_elements(G, N, o.samples, gen, r.items, r.elements, o.item_fraction, o.element_weights);
   if (r.items.empty()) {  // trivial group: nothing to compare
     r.output = f(x);
     r.penalty = Tensor::zeros({}, r.output.dtype(), r.output.device());
@@ -186,7 +225,18 @@ RegularizedOutput regularized_forward(const std::function<Tensor(const Tensor&)>
   };
   Tensor R;
   if (o.reference == Reference::Upright) {
-    R = mean(discrepancy(out_g, reference_of(r.output, o.out_kind), o.discrepancy));
+    const Tensor d = discrepancy(out_g, reference_of(r.output, o.out_kind), o.discrepancy);
+    const bool whole = o.samples == 0 || o.samples >= G.order() - 1;
+    if (o.element_weights.empty() || !whole) {
+      R = mean(d);  // uniform, or drawn by weight: the plain mean is the estimate
+    } else {
+      // The whole orbit by weight: Σ_k w_k d_k / Σ_k w_k over the copies (every item has the same set).
+      std::vector<double> w(r.elements.size());
+      double total = 0;
+      for (size_t k = 0; k < w.size(); ++k) total += (w[k] = o.element_weights[r.elements[k] - 1]);
+      for (double& v : w) v /= total;
+      R = sum(mul(d, Tensor::from_vector(w, {static_cast<int64_t>(w.size())}).to(d.dtype()).to(d.device())));
+    }
   } else {
     R = orbit_mean_penalty(G, r, out_g, o);
   }

@@ -31,6 +31,13 @@
 // as in state_dict: "layer3") whose outputs [2N..., C, H, W] are compared with the spatial action on
 // the maps of the original items, by squared L2, weighted by tap_weight.
 //
+// element_weights: a distribution over the non-identity elements other than the uniform one (one
+// weight per element 1 … order − 1, in the group's order; empty: uniform), so R = Σ_g w_g E_i d_g / Σ_g w_g.
+// With one sampled element per item, the element is drawn with probability w_g / Σ w (an unbiased
+// estimate); over the whole orbit, the copies' discrepancies are averaged with the weights, and elements
+// of weight 0 are not computed. For example, C8 with the quarter turns weighted 3 and the 45° turns 1
+// pulls harder towards C4 invariance while still asking for the 45° turns.
+//
 // preserve: penalize only the part of the defect above a baseline (the pretrained model's own defect,
 // measured once before fine-tuning with measure_defect): R' = max(0, R − baseline). The threshold
 // applies to the output's defect; the taps' terms are added after it, in full.
@@ -65,6 +72,7 @@ struct RegularizerOptions {
   Discrepancy discrepancy = Discrepancy::KL;
   int64_t samples = 1;        // elements drawn per item (without replacement); 0: the whole orbit
   double item_fraction = 1.0; // share of the batch's items that get transformed copies, in (0, 1]
+  std::vector<double> element_weights;  // per element 1 … order − 1 (see above); empty: uniform
   bool stop_gradient = true;  // detach the reference branch ρ(g)·f(x)
   Reference reference = Reference::Upright;  // what each copy is compared with (see above)
   FieldKind in_kind = FieldKind::Scalar;      // how G acts on the input
@@ -88,8 +96,16 @@ struct RegularizedOutput {
 // (items, elements). A trivial group (order 1) returns empty lists.
 // With item_fraction < 1, only round(item_fraction * num_items) items (at least 1), drawn without
 // replacement and listed in increasing order, get elements.
+// With weights (one per element 1 … order − 1, non-negative, not all 0): samples == 1 draws each item's
+// element with probability weight / sum; the whole orbit lists only the elements of positive weight;
+// other sample counts are refused.
 void draw_elements(const Group& G, int64_t num_items, int64_t samples, Generator& gen,
-                   std::vector<int64_t>& items, std::vector<int64_t>& elements, double item_fraction = 1.0);
+                   std::vector<int64_t>& items, std::vector<int64_t>& elements, double item_fraction = 1.0,
+                   const std::vector<double>& weights = {});
+
+// Checks element weights against the group (their count, signs, sum; the sample count they work
+// with); throws naming what was received and what is expected.
+void check_element_weights(const Group& G, const std::vector<double>& weights, int64_t samples);
 
 // One forward pass of f over [x; g·x] and the penalty. `f` is the model as a function (it may
 // include input normalization); `taps_root` holds the tapped submodules (may be null without taps).

@@ -164,6 +164,13 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   if (cuda::device_count() == 0) expect_bad({{"device", "cuda"}}, {"device", "not usable here", "CUDA"});
 #endif
   expect_bad({{"taps", {"layer2"}}}, {"taps", "lambda"});
+  // element_weights: one per non-identity element of the run's group (C4 here: r90, r180, r270).
+  expect_bad({{"lambda", 1.0}, {"element_weights", {1.0, 3.0}}}, {"element_weights", "C4", "3: r90, r180, r270", "got 2"});
+  expect_bad({{"lambda", 1.0}, {"element_weights", {0.0, 0.0, 0.0}}}, {"element_weights", "at least one"});
+  expect_bad({{"lambda", 1.0}, {"element_weights", {1.0, -1.0, 1.0}}}, {"element_weights", "-1"});
+  expect_bad({{"lambda", 1.0}, {"element_weights", {1.0, 2.0, 1.0}}, {"samples", 2}}, {"element_weights", "samples 2"});
+  expect_bad({{"lambda", 1.0}, {"element_weights", {1.0, 2.0, 1.0}}, {"reference", "orbit_mean"}},
+             {"element_weights", "upright", "orbit_mean"});
   expect_bad({{"taps", {"layer9"}}, {"lambda", 1.0}}, {"layer9"});
   // C4 and D4 rotate by 90 degrees: non-square images are refused; C2 and flips are fine on them.
   expect_bad({{"group", "C4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "C4", "12x10", "\"image_size\""}, 12, 10);

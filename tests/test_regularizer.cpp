@@ -153,6 +153,79 @@ TEST(Regularizer, DrawElements) {
   expect_error([&] { draw_elements(G, 2, 1, gen, items, elements, 0.0); }, {"item_fraction", "(0, 1]"});
 }
 
+TEST(Regularizer, ElementWeights) {
+  // C8 with the quarter turns (r90, r180, r270) weighted 3 and the 45-degree turns 1.
+  const Group G = Group::parse("C8");
+  const std::vector<double> w = {1, 3, 1, 3, 1, 3, 1};
+  Generator gen(3);
+  std::vector<int64_t> items, elements;
+  // One element per item, drawn with probability w / 13: about 1,000 or 3,000 of 13,000 draws each.
+  draw_elements(G, 13000, 1, gen, items, elements, 1.0, w);
+  ASSERT_EQ(elements.size(), 13000u);
+  std::vector<int> counts(8, 0);
+  for (int64_t e : elements) counts[e]++;
+  EXPECT_EQ(counts[0], 0);
+  for (int e = 1; e < 8; ++e) EXPECT_NEAR(counts[e], 1000 * w[e - 1], 250) << G.element_name(e);  // ~5 std
+  // Elements of weight 0 are never drawn, and the whole orbit lists only the others.
+  const std::vector<double> quarter = {0, 1, 0, 1, 0, 1, 0};
+  draw_elements(G, 500, 1, gen, items, elements, 1.0, quarter);
+  for (int64_t e : elements) EXPECT_EQ(e % 2, 0) << G.element_name(e);
+  draw_elements(G, 2, 0, gen, items, elements, 1.0, quarter);
+  EXPECT_EQ(elements, (std::vector<int64_t>{2, 4, 6, 2, 4, 6}));
+  EXPECT_EQ(items, (std::vector<int64_t>{0, 0, 0, 1, 1, 1}));
+  // Bad weights are refused, naming what was received and what is expected.
+  expect_error([&] { draw_elements(G, 2, 1, gen, items, elements, 1.0, {1, 2}); },
+               {"element_weights", "C8", "7: r45, r90, r135, r180, r225, r270, r315", "got 2"});
+  expect_error([&] { draw_elements(G, 2, 1, gen, items, elements, 1.0, {1, 1, 1, -2, 1, 1, 1}); }, {"element_weights", "-2"});
+  expect_error([&] { draw_elements(G, 2, 1, gen, items, elements, 1.0, std::vector<double>(7, 0.0)); }, {"at least one"});
+  expect_error([&] { draw_elements(G, 2, 3, gen, items, elements, 1.0, w); }, {"element_weights", "samples 3"});
+
+  // Over the whole orbit, R is the weighted mean of the copies' discrepancies, computed here one copy
+  // at a time (float64); with all weights equal it is the unweighted R, and measure_defect agrees.
+  auto net = small_net(DType::F64, 4);
+  const Tensor x = randn({3, 1, 6, 6}, 21).to(DType::F64);
+  auto f = [&](const Tensor& t) { return (*net)(t); };
+  RegularizerOptions o;
+  o.samples = 0;
+  o.discrepancy = Discrepancy::KL;
+  o.element_weights = w;
+  Generator g0(0);
+  const auto r = regularized_forward(f, net.get(), G, x, o, g0);
+  ASSERT_EQ(r.elements.size(), 21u);
+  double num = 0, den = 0;
+  for (size_t k = 0; k < r.items.size(); ++k) {
+    const Tensor xi = x.narrow(0, r.items[k], 1);
+    const double wk = w[r.elements[k] - 1];
+    num += wk * discrepancy(f(act(G, r.elements[k], xi, FieldKind::Scalar)), f(xi), o.discrepancy).item();
+    den += wk;
+  }
+  EXPECT_NEAR(r.penalty.item(), num / den, 1e-12);
+  EXPECT_NEAR(measure_defect(f, G, x, o), num / den, 1e-12);
+  RegularizerOptions uniform = o;
+  uniform.element_weights.clear();
+  o.element_weights = std::vector<double>(7, 2.5);
+  Generator g1(0), g2(0);
+  EXPECT_NEAR(regularized_forward(f, net.get(), G, x, o, g1).penalty.item(),
+              regularized_forward(f, net.get(), G, x, uniform, g2).penalty.item(), 1e-12);
+  // The weighted penalty differs from the uniform one when the elements' defects differ (a bilinear
+  // 45-degree turn of this net is not a quarter turn), so the weights are used.
+  o.element_weights = w;
+  Generator g3(0), g4(0);
+  EXPECT_GT(std::abs(regularized_forward(f, net.get(), G, x, o, g3).penalty.item() -
+                     regularized_forward(f, net.get(), G, x, uniform, g4).penalty.item()), 1e-6);
+  // Its gradient by finite differences (two-sided: R is an ordinary function of the weights).
+  o.stop_gradient = false;
+  const Tensor wt = net->param("3.weight");
+  EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>&) {
+    Generator g(0);
+    return regularized_forward(f, net.get(), G, x, o, g).penalty.reshape({1});
+  }, {wt}));
+  // The orbit-mean reference does not take weights.
+  o.reference = Reference::OrbitMean;
+  Generator g5(0);
+  expect_error([&] { regularized_forward(f, net.get(), G, x, o, g5); }, {"element_weights", "upright", "orbit_mean"});
+}
+
 TEST(Regularizer, ZeroForInvariantModelPositiveOtherwise) {
   const Group G = Group::parse("C4");
   auto net = small_net();

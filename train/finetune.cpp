@@ -61,6 +61,9 @@ const ConfigSchema& run_config_schema() {
         .string("discrepancy", "kl", {"kl", "sym_kl", "l2"}, "the regularizer's discrepancy")
         .integer("samples", 1, 0, 1 << 20, "group elements drawn per image for the regularizer (0: the whole orbit)")
         .number("reg_fraction", 1.0, 0.0, 1.0, "share of each batch's images that get transformed copies for the regularizer, in (0, 1]")
+        .number_list("element_weights", nlohmann::json::array(), 0.0, 1e6,
+                     "the regularizer's weight of each non-identity element of the group, in its order (C8: 45, 90, ..., "
+                     "315 degrees); an element is drawn (samples 1) or averaged over (samples 0) by weight; empty: uniform")
         .boolean("stop_gradient", true, "detach the reference branch f(x) in the regularizer (one-sided)")
         .string("reference", "upright", {"upright", "orbit_mean"},
                 "what the regularizer compares each transformed copy with: the upright prediction f(x), or the mean "
@@ -111,10 +114,21 @@ nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) 
   nlohmann::json c = run_config_schema().resolve(user);
   image_format_of(c);  // "image_channels": 2 is an error
   const groups::Boundary b = c["translation_boundary"] == "zeros" ? groups::Boundary::Zeros : groups::Boundary::Periodic;
-  try {
-    groups::Group::parse(c["group"].get<std::string>(), b);
-  } catch (const Error& e) {
-    throw Error(str_cat("run config: key \"group\": ", e.what()));
+  const groups::Group G = [&] {
+    try {
+      return groups::Group::parse(c["group"].get<std::string>(), b);
+    } catch (const Error& e) {
+      throw Error(str_cat("run config: key \"group\": ", e.what()));
+    }
+  }();
+  if (!c["element_weights"].empty()) {
+    try {
+      groups::check_element_weights(G, c["element_weights"].get<std::vector<double>>(), c["samples"].get<int64_t>());
+    } catch (const Error& e) {
+      throw Error(str_cat("run config: key \"element_weights\" (group \"", c["group"].get<std::string>(), "\"): ", e.what()));
+    }
+    ORBIT_CHECK(c["reference"] == "upright", "run config: key \"element_weights\" needs \"reference\": \"upright\", got \"",
+                c["reference"].get<std::string>(), "\"");
   }
   for (const auto& g : c["eval_groups"]) {
     try {
@@ -560,6 +574,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   ro.discrepancy = groups::parse_discrepancy(c["discrepancy"]);
   ro.samples = c["samples"];
   ro.item_fraction = c["reg_fraction"];
+  ro.element_weights = c["element_weights"].get<std::vector<double>>();
   ro.stop_gradient = c["stop_gradient"];
   ro.reference = groups::parse_reference(c["reference"]);
   ro.taps = c["taps"].get<std::vector<std::string>>();
