@@ -531,6 +531,28 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     EXPECT_EQ(again["regimes"], summary["regimes"]);
     write_study_report(study);
   }
+  // Only the named methods run: a seed of "plain" whose results are gone runs again (to the same
+  // metrics), one of "ours" does not; an unknown name is refused, naming the study's methods.
+  {
+    StudyOptions only = so;
+    only.methods = {"plain"};
+    const std::string plain1 = dir + "/study/50pct/plain/seed1/results.json";
+    const std::string ours1 = dir + "/study/50pct/ours/seed1/results.json";
+    const nlohmann::json plain_before = read_json_file(plain1);
+    fs::rename(ours1, ours1 + ".away");
+    fs::remove(plain1);
+    run_study(study, only);
+    ASSERT_TRUE(fs::exists(plain1));
+    EXPECT_FALSE(fs::exists(ours1));
+    EXPECT_EQ(read_json_file(plain1)["metrics"], plain_before["metrics"]);
+    fs::rename(ours1 + ".away", ours1);
+    only.methods = {"plain", "ours (C8)"};
+    expect_error([&] { run_study(study, only); }, {"unknown method \"ours (C8)\"", "methods: \"plain\", \"ours\""});
+    only.methods.clear();
+    only.regimes = {"75%"};
+    expect_error([&] { run_study(study, only); }, {"unknown regime \"75%\"", "regimes: \"50%\""});
+    write_study_report(study);
+  }
   // Bad study configs are refused before any work.
   nlohmann::json bad = study;
   bad["methods"][1]["cv"] = "yes";
@@ -596,6 +618,11 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   // --help after a subcommand prints the usage; an unknown option fails.
   EXPECT_EQ(std::system((cli + " study --help > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((cli + " study --helpme 1 > /dev/null 2>&1").c_str()), 0);
+  // `report` covers the whole study: study's run selections there are refused, not ignored.
+  write_json_file(dir + "/study_config.json", study);
+  EXPECT_EQ(std::system((cli + " report --config " + dir + "/study_config.json > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((cli + " report --config " + dir + "/study_config.json --method plain > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((cli + " report --config " + dir + "/study_config.json --regime 50% > /dev/null 2>&1").c_str()), 0);
   const std::string killed = dir + "/killed";
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);

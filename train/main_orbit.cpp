@@ -59,11 +59,12 @@ usage:
   orbit sweep --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
       Chooses lambda (lambda_grid) and the learning rate (lr_grid) by cv_folds-fold cross-validation
       on the training set, then trains with them and evaluates once on the test set (DIR/final/).
-  orbit study --config FILE [--threads N] [--fresh] [--regime NAME] [--shard I/N]
+  orbit study --config FILE [--threads N] [--fresh] [--regime NAME] [--method NAME]... [--shard I/N]
       Pretraining, every method in every data regime with every seed, cross-validation where asked,
       and the report (out_dir/report.md with plots). Finished runs are reused. --regime runs one
-      regime only; --shard I/N runs only the I-th of N shares of the cross-validation fold runs (start
-      N processes, then run the study once more without --shard).
+      regime only; --method NAME (repeatable) only the named methods, the report still covering every
+      method with the runs it has; --shard I/N runs only the I-th of N shares of the cross-validation
+      fold runs (start N processes, then run the study once more without --shard).
   orbit report --config FILE
       Rebuilds a study's report from its finished runs.
   orbit evaluate --config FILE --weights FILE [--split test|train] [--threads N]
@@ -99,6 +100,7 @@ usage:
 struct Args {
   std::map<std::string, std::string> opts;
   std::vector<std::string> sets;
+  std::vector<std::string> methods;  // --method, which may repeat (a method's name can hold commas)
   std::vector<std::string> flags;
 };
 
@@ -123,6 +125,8 @@ Args parse_args(int argc, char** argv, int first, const std::vector<std::string>
     if (i + 1 >= argc) throw Error(str_cat("option --", k, " needs a value"));
     if (k == "set")
       a.sets.push_back(argv[++i]);
+    else if (k == "method")
+      a.methods.push_back(argv[++i]);
     else
       a.opts[k] = argv[++i];
   }
@@ -184,17 +188,21 @@ int cmd_run(const std::string& cmd, int argc, char** argv) {
 }
 
 int cmd_study(const std::string& cmd, int argc, char** argv) {
-  Args a = parse_args(argc, argv, 2, {"config", "threads", "shard", "regime"}, {"fresh"});
+  Args a = parse_args(argc, argv, 2, {"config", "threads", "shard", "regime", "method"}, {"fresh"});
   apply_threads(a);
   ORBIT_CHECK(a.opts.count("config"), cmd, ": --config FILE is required");
   const nlohmann::json study = read_json_file(a.opts["config"]);
   resolve_study_config(study);
   if (cmd == "report") {
+    for (const char* k : {"regime", "shard", "fresh"})
+      ORBIT_CHECK(!a.opts.count(k) && !has_flag(a, k), "report: --", k, " is an option of `orbit study`; the report covers every regime and method");
+    ORBIT_CHECK(a.methods.empty(), "report: --method is an option of `orbit study`; the report covers every regime and method");
     write_study_report(study);
   } else {
     StudyOptions o;
     o.resume = !has_flag(a, "fresh");
     if (a.opts.count("regime")) o.regimes = {a.opts["regime"]};
+    o.methods = a.methods;
     if (a.opts.count("shard")) {
       const std::string v = a.opts["shard"];
       const auto slash = v.find('/');

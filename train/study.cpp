@@ -237,6 +237,23 @@ void regenerate_pretraining(const Plan& p, const RunOptions& ro) {
   if (!ro.quiet) std::fprintf(stderr, "== the pretraining reproduced the recorded metrics exactly; its weights are in %s\n", pre_dir.c_str());
 }
 
+// `orbit study --regime/--method`: each name must be one of the study's (`list`: its "regimes" or
+// "methods"); an unknown one is an error naming them all.
+void check_selection(const std::vector<std::string>& selection, const nlohmann::json& list, const char* what) {
+  std::vector<std::string> names;
+  for (const auto& e : list) names.push_back(e["name"].get<std::string>());
+  for (const auto& name : selection) {
+    if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+    std::string all;
+    for (const auto& n : names) all += (all.empty() ? "\"" : ", \"") + n + "\"";
+    throw Error(str_cat("study: unknown ", what, " \"", name, "\"; the study's ", what, "s: ", all));
+  }
+}
+
+bool selected(const std::vector<std::string>& selection, const std::string& name) {
+  return selection.empty() || std::find(selection.begin(), selection.end(), name) != selection.end();
+}
+
 }  // namespace
 
 nlohmann::json resolve_study_config(const nlohmann::json& study) {
@@ -246,6 +263,8 @@ nlohmann::json resolve_study_config(const nlohmann::json& study) {
 
 nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& options) {
   const Plan p = make_plan(study);
+  check_selection(options.regimes, study["regimes"], "regime");
+  check_selection(options.methods, study["methods"], "method");
   fs::create_directories(p.out_dir);
   write_json_file(p.out_dir + "/study.json", study);
   RunOptions ro;
@@ -258,18 +277,6 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
               "; run the study once without --shard first (it pretrains first)");
   ORBIT_CHECK(options.shard_index >= 0 && options.shard_index < std::max<int64_t>(1, options.shard_count),
               "study: shard ", options.shard_index, " of ", options.shard_count, " does not exist");
-  auto wanted = [&](const std::string& regime) {
-    return options.regimes.empty() || std::find(options.regimes.begin(), options.regimes.end(), regime) != options.regimes.end();
-  };
-  for (const auto& r : options.regimes) {
-    bool known = false;
-    for (const auto& run : p.runs) known |= run.regime == r;
-    ORBIT_CHECK(known, "study: unknown regime \"", r, "\"; the study's regimes: ", [&] {
-      std::string names;
-      for (const auto& reg : study["regimes"]) names += (names.empty() ? "" : ", ") + reg["name"].get<std::string>();
-      return names;
-    }());
-  }
   const std::string weights = pre_dir + "/model.safetensors";
   if (!fs::exists(weights) && fs::exists(pre_dir + "/results.json")) regenerate_pretraining(p, ro);
   if (!finished(pre_dir, p.pretrain)) {
@@ -277,10 +284,13 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
     run_training(p.pretrain, ro);
   }
 
-  const size_t total = p.runs.size() * p.seeds.size();
+  const auto in_selection = [&](const Plan::Run& run) {
+    return selected(options.regimes, run.regime) && selected(options.methods, run.method);
+  };
+  const size_t total = std::count_if(p.runs.begin(), p.runs.end(), in_selection) * p.seeds.size();
   size_t k = 0;
   for (const Plan::Run& run : p.runs) {
-    if (!wanted(run.regime)) continue;
+    if (!in_selection(run)) continue;
     if (sharded && !run.cv) continue;
     if (run.cv) {
       const nlohmann::json cv_cfg = merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});

@@ -30,6 +30,9 @@ struct StudyOptions {
   bool quiet = false;
   // Only these regimes (by name; empty: all).
   std::vector<std::string> regimes;
+  // Only these methods (by name; empty: all). The pretraining runs regardless, and the report covers
+  // every method with the runs it has.
+  std::vector<std::string> methods;
   // Sharded mode, for several processes or machines at once: only the cross-validation fold runs,
   // this process taking those whose index is shard_index modulo shard_count (needs the pretrained
   // model). A later unsharded run_study reuses every finished run and does the rest.
