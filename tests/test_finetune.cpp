@@ -539,8 +539,30 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const std::string plain1 = dir + "/study/50pct/plain/seed1/results.json";
     const std::string ours1 = dir + "/study/50pct/ours/seed1/results.json";
     const nlohmann::json plain_before = read_json_file(plain1);
+    // Everything finished: nothing to run, and the cross-validation's choice is the summary's.
+    const nlohmann::json all = study_status(study, so);
+    EXPECT_EQ(all["pretraining"], "finished");
+    EXPECT_EQ(all["to_run"], nlohmann::json({{"pretraining", false}, {"cv_fold_runs", 0}, {"seed_runs", 0}, {"methods_waiting_for_cv", 0}}));
+    ASSERT_EQ(all["runs"].size(), 2u);
+    EXPECT_EQ(all["runs"][1]["cv"], nlohmann::json({{"fold_runs", 4}, {"finished", 4}, {"lambda", summary["regimes"]["50%"]["ours"]["lambda"]}}));
     fs::rename(ours1, ours1 + ".away");
     fs::remove(plain1);
+    // The plan of the selection: one seed of "plain" to run; "ours" is not selected.
+    const nlohmann::json st = study_status(study, only);
+    ASSERT_EQ(st["runs"].size(), 1u);
+    EXPECT_EQ(st["runs"][0]["seeds"], nlohmann::json({{"finished", 1}, {"other_config", 0}, {"after_cv", false}}));
+    EXPECT_EQ(st["to_run"]["seed_runs"], 1);
+    EXPECT_NE(format_study_status(st).find("to run: 0 cv fold runs, 1 seed runs"), std::string::npos) << format_study_status(st);
+    // A grid with a lambda more: its fold runs are to run, and the seeds wait for the choice.
+    {
+      nlohmann::json wider = study;
+      wider["methods"][1]["set"]["lambda_grid"] = {1.0, 3.0, 10.0};
+      const nlohmann::json w = study_status(wider, so);
+      EXPECT_EQ(w["runs"][1]["cv"], nlohmann::json({{"fold_runs", 6}, {"finished", 4}}));
+      EXPECT_EQ(w["runs"][1]["seeds"]["after_cv"], true);
+      EXPECT_EQ(w["to_run"]["cv_fold_runs"], 2);
+      EXPECT_EQ(w["to_run"]["methods_waiting_for_cv"], 1);
+    }
     run_study(study, only);
     ASSERT_TRUE(fs::exists(plain1));
     EXPECT_FALSE(fs::exists(ours1));
@@ -623,6 +645,8 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   EXPECT_EQ(std::system((cli + " report --config " + dir + "/study_config.json > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((cli + " report --config " + dir + "/study_config.json --method plain > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((cli + " report --config " + dir + "/study_config.json --regime 50% > /dev/null 2>&1").c_str()), 0);
+  EXPECT_EQ(std::system((cli + " study --config " + dir + "/study_config.json --plan > " + dir + "/plan.txt 2>&1").c_str()), 0);
+  EXPECT_NE(read_file_bytes(dir + "/plan.txt").find("to run: 0 cv fold runs, 0 seed runs"), std::string::npos) << read_file_bytes(dir + "/plan.txt");
   const std::string killed = dir + "/killed";
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);

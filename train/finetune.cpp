@@ -770,6 +770,29 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   return result;
 }
 
+std::vector<CvFoldRun> cv_fold_runs(const nlohmann::json& user_config) {
+  const nlohmann::json c = resolve_run_config(user_config, false);
+  std::vector<double> lrs = c["lr_grid"].get<std::vector<double>>();
+  if (lrs.empty()) lrs.push_back(c["lr"]);
+  std::vector<CvFoldRun> runs;
+  for (double lr : lrs) {
+    for (double lambda : c["lambda_grid"].get<std::vector<double>>()) {
+      for (int64_t k = 0; k < c["cv_folds"].get<int64_t>(); ++k) {
+        nlohmann::json fc = user_config;
+        char name[128];
+        std::snprintf(name, sizeof name, "/cv/lr%g_lambda%g/fold%lld", lr, lambda, static_cast<long long>(k + 1));
+        fc["out_dir"] = c["out_dir"].get<std::string>() + name;
+        fc["lambda"] = lambda;
+        fc["lr"] = lr;
+        fc["eval_groups"] = nlohmann::json::array({c["group"]});
+        fc["angle_step"] = 0;
+        runs.push_back({lr, lambda, k, std::move(fc)});
+      }
+    }
+  }
+  return runs;
+}
+
 nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOptions& options) {
   const nlohmann::json c = resolve_run_config(user_config);
   const std::string out_dir = c["out_dir"];
@@ -781,66 +804,57 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
   probe.eval_rows.reset();
   const Task task = load_task(c, probe);
   const std::vector<data::Fold> folds = data::stratified_kfold(task.train, c["cv_folds"], mix(c["seed"], 0xC5));
-  std::vector<double> lrs = c["lr_grid"].get<std::vector<double>>();
-  if (lrs.empty()) lrs.push_back(c["lr"]);
-  const std::vector<double> lambdas = c["lambda_grid"].get<std::vector<double>>();
   const std::string metric = c["cv_metric"];
   const std::string group = c["group"];
+  const std::vector<CvFoldRun> runs = cv_fold_runs(user_config);
+  ORBIT_ASSERT(runs.size() % folds.size() == 0, runs.size(), " fold runs for ", folds.size(), " folds");
 
   nlohmann::json cv = {{"metric", metric}, {"group", group}, {"folds", folds.size()}, {"points", nlohmann::json::array()}};
-  const int64_t total = static_cast<int64_t>(lrs.size() * lambdas.size() * folds.size());
+  const int64_t total = static_cast<int64_t>(runs.size());
   int64_t done = 0;
-  for (double lr : lrs) {
-    for (double lambda : lambdas) {
-      std::vector<double> scores, eq_errors;
-      for (size_t k = 0; k < folds.size(); ++k) {
-        if (options.shard_count > 1 && done % options.shard_count != options.shard_index) {
-          ++done;  // another process's share
-          continue;
-        }
-        nlohmann::json fc = user_config;
-        char name[128];
-        std::snprintf(name, sizeof name, "/cv/lr%g_lambda%g/fold%zu", lr, lambda, k + 1);
-        fc["out_dir"] = out_dir + name;
-        fc["lambda"] = lambda;
-        fc["lr"] = lr;
-        fc["eval_groups"] = nlohmann::json::array({group});
-        fc["angle_step"] = 0;
-        RunOptions fo = options;
-        fo.print_summary = true;  // each fold's closing line (the caller prints the final run's)
-        fo.train_rows = folds[k].train;
-        fo.eval_rows = folds[k].val;
-        std::optional<nlohmann::json> done_before;
-        if (options.resume) done_before = finished_results(fc);
-        nlohmann::json res;
-        if (done_before) {
-          res = *done_before;
-        } else {
-          if (!options.quiet)
-            std::fprintf(stderr, "cv %lld/%lld: lr %g, lambda %g, fold %zu/%zu\n", static_cast<long long>(done + 1),
-                         static_cast<long long>(total), lr, lambda, k + 1, folds.size());
-          res = run_training(fc, fo).results;
-        }
-        const nlohmann::json& mm = res["metrics"];
-        const double s = metric == "accuracy" ? mm["accuracy"].get<double>() : mm["orbits"][group][metric].get<double>();
-        scores.push_back(s);
-        eq_errors.push_back(mm["orbits"][group]["equivariance_error"].get<double>());
-        ++done;
+  for (size_t first = 0; first < runs.size(); first += folds.size()) {
+    const double lr = runs[first].lr, lambda = runs[first].lambda;
+    std::vector<double> scores, eq_errors;
+    for (size_t k = 0; k < folds.size(); ++k) {
+      if (options.shard_count > 1 && done % options.shard_count != options.shard_index) {
+        ++done;  // another process's share
+        continue;
       }
-      if (options.shard_count > 1) continue;
-      double mean = 0, var = 0;
-      for (double s : scores) mean += s / scores.size();
-      for (double s : scores) var += (s - mean) * (s - mean) / std::max<size_t>(1, scores.size() - 1);
-      cv["points"].push_back({{"lr", lr}, {"lambda", lambda}, {"scores", scores}, {"mean", mean}, {"std", std::sqrt(var)},
-                              {"equivariance_error", [&] {
-                                 double e = 0;
-                                 for (double v : eq_errors) e += v / eq_errors.size();
-                                 return e;
-                               }()}});
-      if (!options.quiet)
-        std::fprintf(stderr, "cv: lr %g, lambda %g: %s %.2f%% +- %.2f\n", lr, lambda, metric.c_str(), 100 * mean,
-                     100 * std::sqrt(var));
+      const nlohmann::json& fc = runs[first + k].config;
+      RunOptions fo = options;
+      fo.print_summary = true;  // each fold's closing line (the caller prints the final run's)
+      fo.train_rows = folds[k].train;
+      fo.eval_rows = folds[k].val;
+      std::optional<nlohmann::json> done_before;
+      if (options.resume) done_before = finished_results(fc);
+      nlohmann::json res;
+      if (done_before) {
+        res = *done_before;
+      } else {
+        if (!options.quiet)
+          std::fprintf(stderr, "cv %lld/%lld: lr %g, lambda %g, fold %zu/%zu\n", static_cast<long long>(done + 1),
+                       static_cast<long long>(total), lr, lambda, k + 1, folds.size());
+        res = run_training(fc, fo).results;
+      }
+      const nlohmann::json& mm = res["metrics"];
+      const double s = metric == "accuracy" ? mm["accuracy"].get<double>() : mm["orbits"][group][metric].get<double>();
+      scores.push_back(s);
+      eq_errors.push_back(mm["orbits"][group]["equivariance_error"].get<double>());
+      ++done;
     }
+    if (options.shard_count > 1) continue;
+    double mean = 0, var = 0;
+    for (double s : scores) mean += s / scores.size();
+    for (double s : scores) var += (s - mean) * (s - mean) / std::max<size_t>(1, scores.size() - 1);
+    cv["points"].push_back({{"lr", lr}, {"lambda", lambda}, {"scores", scores}, {"mean", mean}, {"std", std::sqrt(var)},
+                            {"equivariance_error", [&] {
+                               double e = 0;
+                               for (double v : eq_errors) e += v / eq_errors.size();
+                               return e;
+                             }()}});
+    if (!options.quiet)
+      std::fprintf(stderr, "cv: lr %g, lambda %g: %s %.2f%% +- %.2f\n", lr, lambda, metric.c_str(), 100 * mean,
+                   100 * std::sqrt(var));
   }
   if (options.shard_count > 1) return {{"partial", true}};
   const std::string rule = c["cv_rule"];

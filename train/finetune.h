@@ -75,6 +75,18 @@ RunResult run_training(const nlohmann::json& config, const RunOptions& options =
 // std, equivariance_error}], "best": {lambda, lr, mean, rule}, ...} and writes out_dir/cv.json and cv.svg.
 nlohmann::json cross_validate(const nlohmann::json& config, const RunOptions& options = {});
 
+// One fold run of cross_validate: its grid point, its fold (0-based) and its run config (out_dir
+// under the cross-validation's out_dir/cv/).
+struct CvFoldRun {
+  double lr = 0, lambda = 0;
+  int64_t fold = 0;
+  nlohmann::json config;
+};
+
+// The fold runs cross_validate makes for `config`, in its order (the learning rates, within each the
+// lambdas, within each the folds); needs neither the data nor the weights.
+std::vector<CvFoldRun> cv_fold_runs(const nlohmann::json& config);
+
 // The grid point cross_validate keeps, an index into its "points" (each with lambda, lr, scores, mean,
 // std): "best" is the highest mean (the first of equal ones); "one_se" the largest lambda whose mean is
 // at least cv_threshold (the best mean less its standard error, std / sqrt(folds)), and of those the

@@ -59,12 +59,13 @@ usage:
   orbit sweep --config FILE [--set key=value]... [--out DIR] [--threads N] [--fresh]
       Chooses lambda (lambda_grid) and the learning rate (lr_grid) by cv_folds-fold cross-validation
       on the training set, then trains with them and evaluates once on the test set (DIR/final/).
-  orbit study --config FILE [--threads N] [--fresh] [--regime NAME] [--method NAME]... [--shard I/N]
+  orbit study --config FILE [--threads N] [--fresh] [--regime NAME] [--method NAME]... [--shard I/N] [--plan]
       Pretraining, every method in every data regime with every seed, cross-validation where asked,
       and the report (out_dir/report.md with plots). Finished runs are reused. --regime runs one
       regime only; --method NAME (repeatable) only the named methods, the report still covering every
       method with the runs it has; --shard I/N runs only the I-th of N shares of the cross-validation
-      fold runs (start N processes, then run the study once more without --shard).
+      fold runs (start N processes, then run the study once more without --shard); --plan only
+      prints what is finished and what would run, and runs nothing.
   orbit report --config FILE
       Rebuilds a study's report from its finished runs.
   orbit evaluate --config FILE --weights FILE [--split test|train] [--threads N]
@@ -188,13 +189,13 @@ int cmd_run(const std::string& cmd, int argc, char** argv) {
 }
 
 int cmd_study(const std::string& cmd, int argc, char** argv) {
-  Args a = parse_args(argc, argv, 2, {"config", "threads", "shard", "regime", "method"}, {"fresh"});
+  Args a = parse_args(argc, argv, 2, {"config", "threads", "shard", "regime", "method"}, {"fresh", "plan"});
   apply_threads(a);
   ORBIT_CHECK(a.opts.count("config"), cmd, ": --config FILE is required");
   const nlohmann::json study = read_json_file(a.opts["config"]);
   resolve_study_config(study);
   if (cmd == "report") {
-    for (const char* k : {"regime", "shard", "fresh"})
+    for (const char* k : {"regime", "shard", "fresh", "plan"})
       ORBIT_CHECK(!a.opts.count(k) && !has_flag(a, k), "report: --", k, " is an option of `orbit study`; the report covers every regime and method");
     ORBIT_CHECK(a.methods.empty(), "report: --method is an option of `orbit study`; the report covers every regime and method");
     write_study_report(study);
@@ -215,6 +216,11 @@ int cmd_study(const std::string& cmd, int argc, char** argv) {
       }
       ORBIT_CHECK(o.shard_count >= 1 && o.shard_index >= 0 && o.shard_index < o.shard_count,
                   "--shard expects INDEX/COUNT with 0 <= INDEX < COUNT, got '", v, "'");
+    }
+    ORBIT_CHECK(!(has_flag(a, "plan") && has_flag(a, "fresh")), "study: --plan shows what a resumed study would run; with --fresh every run starts over");
+    if (has_flag(a, "plan")) {
+      std::printf("%s", format_study_status(study_status(study, o)).c_str());
+      return 0;
     }
     const nlohmann::json r = run_study(study, o);
     if (r.contains("partial")) return 0;

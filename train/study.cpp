@@ -315,6 +315,103 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
   return write_study_report(study);
 }
 
+nlohmann::json study_status(const nlohmann::json& study, const StudyOptions& options) {
+  const Plan p = make_plan(study);
+  check_selection(options.regimes, study["regimes"], "regime");
+  check_selection(options.methods, study["methods"], "method");
+  const std::string pre_dir = p.out_dir + "/pretrain";
+  const std::string weights = pre_dir + "/model.safetensors";
+  nlohmann::json st;
+  st["out_dir"] = p.out_dir;
+  st["seeds"] = p.seeds;
+  st["pretraining"] = !finished(pre_dir, p.pretrain) ? "to run" : fs::exists(weights) ? "finished" : "finished, weights absent";
+  int64_t folds_to_run = 0, seeds_to_run = 0, waiting = 0;
+  st["runs"] = nlohmann::json::array();
+  for (const Plan::Run& run : p.runs) {
+    if (!selected(options.regimes, run.regime) || !selected(options.methods, run.method)) continue;
+    nlohmann::json r = {{"regime", run.regime}, {"method", run.method}};
+    bool cv_done = true;
+    if (run.cv) {
+      const nlohmann::json cv_cfg = merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});
+      const std::vector<CvFoldRun> folds = cv_fold_runs(cv_cfg);
+      const auto n = std::count_if(folds.begin(), folds.end(), [](const CvFoldRun& f) { return finished_results(f.config).has_value(); });
+      r["cv"] = {{"fold_runs", folds.size()}, {"finished", n}};
+      folds_to_run += static_cast<int64_t>(folds.size()) - n;
+      cv_done = n == static_cast<int64_t>(folds.size()) && fs::exists(run.dir + "/cv.json");
+      if (cv_done) {  // cv.json is rewritten by the study: one of another grid does not count yet
+        const nlohmann::json points = read_json_file(run.dir + "/cv.json").at("points");
+        std::set<std::pair<double, double>> grid, recorded;
+        for (const auto& f : folds) grid.insert({f.lr, f.lambda});
+        for (const auto& pt : points) recorded.insert({pt.at("lr").get<double>(), pt.at("lambda").get<double>()});
+        cv_done = grid == recorded;
+      }
+    }
+    // With the cross-validation unfinished, its choice (and so which seed runs count) is not known yet.
+    const std::optional<nlohmann::json> planned = cv_done ? planned_config(run, weights) : std::nullopt;
+    if (planned && run.cv) r["cv"]["lambda"] = (*planned)["lambda"];
+    int64_t done = 0, other = 0;
+    for (int64_t seed : p.seeds) {
+      if (planned && finished_results(seed_config(*planned, run, seed)))
+        ++done;
+      else if (fs::exists(seed_dir(run, seed) + "/results.json"))
+        ++other;
+    }
+    r["seeds"] = {{"finished", done}, {"other_config", other}, {"after_cv", !planned}};
+    if (planned)
+      seeds_to_run += static_cast<int64_t>(p.seeds.size()) - done;
+    else
+      ++waiting;
+    st["runs"].push_back(r);
+  }
+  st["to_run"] = {{"pretraining", st["pretraining"] != "finished"}, {"cv_fold_runs", folds_to_run}, {"seed_runs", seeds_to_run},
+                  {"methods_waiting_for_cv", waiting}};
+  return st;
+}
+
+std::string format_study_status(const nlohmann::json& st) {
+  const std::string pre = st["pretraining"];
+  std::string out = str_cat("study in ", st["out_dir"].get<std::string>(), ", seeds ", st["seeds"].dump(), "\npretraining: ",
+                            pre == "finished, weights absent"
+                                ? "finished, its weights absent: pretrained again first (kept only if it reproduces the recorded metrics)"
+                                : pre,
+                            "\n");
+  size_t width = 0;
+  for (const auto& r : st["runs"]) width = std::max(width, r["method"].get<std::string>().size());
+  std::string regime;
+  for (const auto& r : st["runs"]) {
+    if (r["regime"] != regime) {
+      regime = r["regime"];
+      out += regime + "\n";
+    }
+    const std::string method = r["method"];
+    std::string line = "  " + method + std::string(width - method.size() + 2, ' ');
+    if (r.contains("cv")) {
+      const auto& cv = r["cv"];
+      line += str_cat("cv ", cv["finished"].get<int64_t>(), "/", cv["fold_runs"].get<int64_t>(), " fold runs");
+      if (cv.contains("lambda")) {
+        char b[32];
+        std::snprintf(b, sizeof b, ", lambda %g", cv["lambda"].get<double>());
+        line += b;
+      }
+      line += "; ";
+    }
+    const auto& sd = r["seeds"];
+    if (sd["after_cv"].get<bool>())
+      line += "seeds after the cross-validation";
+    else
+      line += str_cat("seeds ", sd["finished"].get<int64_t>(), "/", st["seeds"].size(), " finished");
+    if (sd["other_config"].get<int64_t>() > 0)
+      line += str_cat(" (", sd["other_config"].get<int64_t>(), " left from another config, not counted)");
+    out += line + "\n";
+  }
+  const auto& t = st["to_run"];
+  out += str_cat("to run: ", t["pretraining"].get<bool>() ? "the pretraining, " : "", t["cv_fold_runs"].get<int64_t>(), " cv fold runs, ",
+                 t["seed_runs"].get<int64_t>(), " seed runs");
+  if (t["methods_waiting_for_cv"].get<int64_t>() > 0)
+    out += str_cat(", and the seeds of ", t["methods_waiting_for_cv"].get<int64_t>(), " method(s) once their cross-validation has chosen lambda");
+  return out + "\n";
+}
+
 nlohmann::json write_study_report(const nlohmann::json& study) {
   const Plan p = make_plan(study);
   const std::string weights = p.out_dir + "/pretrain/model.safetensors";

@@ -45,6 +45,13 @@ nlohmann::json resolve_study_config(const nlohmann::json& study);
 // Runs what is not done yet, then writes the report. Returns the summary (what summary.json holds).
 nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& options = {});
 
+// What run_study with these options would do, without doing any of it: the pretraining's state and,
+// for each selected regime and method, its cross-validation's fold runs finished and the seeds finished
+// (of the planned config), of another config, or waiting for the cross-validation; and the totals to
+// run. format_study_status renders it as text (`orbit study --plan`).
+nlohmann::json study_status(const nlohmann::json& study, const StudyOptions& options = {});
+std::string format_study_status(const nlohmann::json& status);
+
 // Rebuilds out_dir/report.md, summary.json and the plots from the finished runs (no training).
 nlohmann::json write_study_report(const nlohmann::json& study);
 
