@@ -647,6 +647,13 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   EXPECT_NE(std::system((cli + " report --config " + dir + "/study_config.json --regime 50% > /dev/null 2>&1").c_str()), 0);
   EXPECT_EQ(std::system((cli + " study --config " + dir + "/study_config.json --plan > " + dir + "/plan.txt 2>&1").c_str()), 0);
   EXPECT_NE(read_file_bytes(dir + "/plan.txt").find("to run: 0 cv fold runs, 0 seed runs"), std::string::npos) << read_file_bytes(dir + "/plan.txt");
+  // Both seeds of "plain" made again through the CLI: the second one's line gives the pace of the first.
+  for (const char* sd : {"seed0", "seed1"}) fs::remove(dir + "/study/50pct/plain/" + sd + "/results.json");
+  EXPECT_EQ(std::system((cli + " study --config " + dir + "/study_config.json --method plain --threads 1 > " + dir + "/again.txt 2>&1").c_str()), 0);
+  const std::string again = read_file_bytes(dir + "/again.txt");
+  EXPECT_NE(again.find("== run 1/2: 50%, plain, seed 0\n"), std::string::npos) << again;
+  EXPECT_NE(again.find("== run 2/2: 50%, plain, seed 1 (1 made in "), std::string::npos) << again;
+  EXPECT_NE(again.find(" for the 1 left at that pace"), std::string::npos) << again;
   const std::string killed = dir + "/killed";
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <set>
 
@@ -15,6 +16,7 @@
 #include "train/config.h"
 #include "train/finetune.h"
 #include "train/plot.h"
+#include "train/progress.h"
 #include "train/report.h"
 #include "train/trainer.h"
 
@@ -289,6 +291,15 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
   };
   const size_t total = std::count_if(p.runs.begin(), p.runs.end(), in_selection) * p.seeds.size();
   size_t k = 0;
+  // For the pace line: the seed runs still to make (every seed of a method whose cross-validation has
+  // not chosen lambda yet counts), and the time the ones made so far took.
+  int64_t to_make = 0, made = 0;
+  double made_seconds = 0;
+  if (!sharded && !options.quiet) {
+    const nlohmann::json st = study_status(study, options);
+    to_make = st["to_run"]["seed_runs"].get<int64_t>() +
+              st["to_run"]["methods_waiting_for_cv"].get<int64_t>() * static_cast<int64_t>(p.seeds.size());
+  }
   for (const Plan::Run& run : p.runs) {
     if (!in_selection(run)) continue;
     if (sharded && !run.cv) continue;
@@ -306,9 +317,20 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
       ++k;
       const nlohmann::json rc = seed_config(cfg, run, seed);
       if (finished_results(rc)) continue;
-      if (!options.quiet) std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld\n", k, total, run.regime.c_str(), run.method.c_str(),
-                   static_cast<long long>(seed));
+      if (!options.quiet) {
+        const std::string pace =
+            made > 0 && to_make > made
+                ? str_cat(" (", made, " made in ", ProgressBar::format_duration(made_seconds), "; about ",
+                          ProgressBar::format_duration(made_seconds / made * (to_make - made)), " for the ", to_make - made,
+                          " left at that pace, cross-validation aside)")
+                : std::string();
+        std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld%s\n", k, total, run.regime.c_str(), run.method.c_str(),
+                     static_cast<long long>(seed), pace.c_str());
+      }
+      const auto started = std::chrono::steady_clock::now();
       run_training(rc, ro);
+      made_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      ++made;
     }
   }
   if (sharded) return {{"partial", true}};
