@@ -812,6 +812,13 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
   nlohmann::json cv = {{"metric", metric}, {"group", group}, {"folds", folds.size()}, {"points", nlohmann::json::array()}};
   const int64_t total = static_cast<int64_t>(runs.size());
   int64_t done = 0;
+  // For the pace line: the fold runs this process still has to make, and the time the ones made took.
+  int64_t to_make = 0, made = 0;
+  double made_seconds = 0;
+  for (int64_t i = 0; i < total; ++i)
+    if ((options.shard_count <= 1 || i % options.shard_count == options.shard_index) &&
+        !(options.resume && finished_results(runs[static_cast<size_t>(i)].config)))
+      ++to_make;
   for (size_t first = 0; first < runs.size(); first += folds.size()) {
     const double lr = runs[first].lr, lambda = runs[first].lambda;
     std::vector<double> scores, eq_errors;
@@ -832,9 +839,13 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
         res = *done_before;
       } else {
         if (!options.quiet)
-          std::fprintf(stderr, "cv %lld/%lld: lr %g, lambda %g, fold %zu/%zu\n", static_cast<long long>(done + 1),
-                       static_cast<long long>(total), lr, lambda, k + 1, folds.size());
+          std::fprintf(stderr, "cv %lld/%lld: lr %g, lambda %g, fold %zu/%zu%s\n", static_cast<long long>(done + 1),
+                       static_cast<long long>(total), lr, lambda, k + 1, folds.size(),
+                       pace_note(made, made_seconds, to_make).c_str());
+        const auto started = std::chrono::steady_clock::now();
         res = run_training(fc, fo).results;
+        made_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        ++made;
       }
       const nlohmann::json& mm = res["metrics"];
       const double s = metric == "accuracy" ? mm["accuracy"].get<double>() : mm["orbits"][group][metric].get<double>();

@@ -90,4 +90,11 @@ void ProgressBar::draw(bool final_line) {
   std::fflush(out_);
 }
 
+std::string pace_note(int64_t made, double made_seconds, int64_t to_make, const std::string& aside) {
+  if (made <= 0 || to_make <= made) return "";
+  return " (" + std::to_string(made) + " made in " + ProgressBar::format_duration(made_seconds) + "; about " +
+         ProgressBar::format_duration(made_seconds / static_cast<double>(made) * static_cast<double>(to_make - made)) +
+         " for the " + std::to_string(to_make - made) + " left at that pace" + aside + ")";
+}
+
 }  // namespace orbit

@@ -42,4 +42,8 @@ class ProgressBar {
   std::vector<std::pair<std::string, std::string>> values_;
 };
 
+// The pace of a loop of long runs, for its per-run line: " (3 made in 4:05; about 9:30 for the 7 left
+// at that pace<aside>)", or "" before the first run is made or when none is left.
+std::string pace_note(int64_t made, double made_seconds, int64_t to_make, const std::string& aside = "");
+
 }  // namespace orbit

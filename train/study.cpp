@@ -318,12 +318,7 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
       const nlohmann::json rc = seed_config(cfg, run, seed);
       if (finished_results(rc)) continue;
       if (!options.quiet) {
-        const std::string pace =
-            made > 0 && to_make > made
-                ? str_cat(" (", made, " made in ", ProgressBar::format_duration(made_seconds), "; about ",
-                          ProgressBar::format_duration(made_seconds / made * (to_make - made)), " for the ", to_make - made,
-                          " left at that pace, cross-validation aside)")
-                : std::string();
+        const std::string pace = pace_note(made, made_seconds, to_make, ", cross-validation aside");
         std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld%s\n", k, total, run.regime.c_str(), run.method.c_str(),
                      static_cast<long long>(seed), pace.c_str());
       }
