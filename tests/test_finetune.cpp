@@ -605,6 +605,11 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const std::string weights_before = read_file_bytes(pre + "/model.safetensors");
     ASSERT_FALSE(weights_before.empty());
     fs::remove(pre + "/model.safetensors");
+    // The plan says the pretraining runs again first; the fine-tuning runs stay finished.
+    const nlohmann::json st = study_status(study, so);
+    EXPECT_EQ(st["pretraining"], "finished, weights absent");
+    EXPECT_EQ(st["to_run"], nlohmann::json({{"pretraining", true}, {"cv_fold_runs", 0}, {"seed_runs", 0}, {"methods_waiting_for_cv", 0}}));
+    EXPECT_NE(format_study_status(st).find("pretrained again first"), std::string::npos);
     // The report needs the finished runs' results, not weights (a fresh clone has none).
     EXPECT_NO_THROW(write_study_report(study));
     const nlohmann::json again = run_study(study, so);
