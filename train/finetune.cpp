@@ -812,18 +812,23 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
   nlohmann::json cv = {{"metric", metric}, {"group", group}, {"folds", folds.size()}, {"points", nlohmann::json::array()}};
   const int64_t total = static_cast<int64_t>(runs.size());
   int64_t done = 0;
-  // For the pace line: the fold runs this process still has to make, and the time the ones made took.
+  // This process's share of the fold runs (all of them unless sharded), the results of those already
+  // finished (when resuming), and for the pace line how many are still to make and the time the ones
+  // made took.
+  const auto mine = [&](int64_t i) { return options.shard_count <= 1 || i % options.shard_count == options.shard_index; };
+  std::vector<std::optional<nlohmann::json>> done_before(runs.size());
   int64_t to_make = 0, made = 0;
   double made_seconds = 0;
-  for (int64_t i = 0; i < total; ++i)
-    if ((options.shard_count <= 1 || i % options.shard_count == options.shard_index) &&
-        !(options.resume && finished_results(runs[static_cast<size_t>(i)].config)))
-      ++to_make;
+  for (int64_t i = 0; i < total; ++i) {
+    if (!mine(i)) continue;
+    if (options.resume) done_before[static_cast<size_t>(i)] = finished_results(runs[static_cast<size_t>(i)].config);
+    if (!done_before[static_cast<size_t>(i)]) ++to_make;
+  }
   for (size_t first = 0; first < runs.size(); first += folds.size()) {
     const double lr = runs[first].lr, lambda = runs[first].lambda;
     std::vector<double> scores, eq_errors;
     for (size_t k = 0; k < folds.size(); ++k) {
-      if (options.shard_count > 1 && done % options.shard_count != options.shard_index) {
+      if (!mine(done)) {
         ++done;  // another process's share
         continue;
       }
@@ -832,11 +837,9 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
       fo.print_summary = true;  // each fold's closing line (the caller prints the final run's)
       fo.train_rows = folds[k].train;
       fo.eval_rows = folds[k].val;
-      std::optional<nlohmann::json> done_before;
-      if (options.resume) done_before = finished_results(fc);
       nlohmann::json res;
-      if (done_before) {
-        res = *done_before;
+      if (done_before[first + k]) {
+        res = *done_before[first + k];
       } else {
         if (!options.quiet)
           std::fprintf(stderr, "cv %lld/%lld: lr %g, lambda %g, fold %zu/%zu%s\n", static_cast<long long>(done + 1),

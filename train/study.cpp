@@ -256,6 +256,19 @@ bool selected(const std::vector<std::string>& selection, const std::string& name
   return selection.empty() || std::find(selection.begin(), selection.end(), name) != selection.end();
 }
 
+// Whether `run` is among the regimes and methods the options select.
+bool in_selection(const Plan::Run& run, const StudyOptions& options) {
+  return selected(options.regimes, run.regime) && selected(options.methods, run.method);
+}
+
+// The config a cross-validated run's lambda is chosen with (its fold runs go under run.dir/cv/).
+nlohmann::json cv_config(const Plan& p, const Plan::Run& run, const std::string& weights) {
+  return merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});
+}
+
+// study_status for a plan whose selection is already checked.
+nlohmann::json status_of(const Plan& p, const StudyOptions& options);
+
 }  // namespace
 
 nlohmann::json resolve_study_config(const nlohmann::json& study) {
@@ -286,25 +299,23 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
     run_training(p.pretrain, ro);
   }
 
-  const auto in_selection = [&](const Plan::Run& run) {
-    return selected(options.regimes, run.regime) && selected(options.methods, run.method);
-  };
-  const size_t total = std::count_if(p.runs.begin(), p.runs.end(), in_selection) * p.seeds.size();
+  const size_t total =
+      std::count_if(p.runs.begin(), p.runs.end(), [&](const Plan::Run& run) { return in_selection(run, options); }) * p.seeds.size();
   size_t k = 0;
   // For the pace line: the seed runs still to make (every seed of a method whose cross-validation has
   // not chosen lambda yet counts), and the time the ones made so far took.
   int64_t to_make = 0, made = 0;
   double made_seconds = 0;
   if (!sharded && !options.quiet) {
-    const nlohmann::json st = study_status(study, options);
+    const nlohmann::json st = status_of(p, options);
     to_make = st["to_run"]["seed_runs"].get<int64_t>() +
               st["to_run"]["methods_waiting_for_cv"].get<int64_t>() * static_cast<int64_t>(p.seeds.size());
   }
   for (const Plan::Run& run : p.runs) {
-    if (!in_selection(run)) continue;
+    if (!in_selection(run, options)) continue;
     if (sharded && !run.cv) continue;
     if (run.cv) {
-      const nlohmann::json cv_cfg = merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});
+      const nlohmann::json cv_cfg = cv_config(p, run, weights);
       if (!options.quiet) std::fprintf(stderr, "== %s, %s: cross-validating lambda\n", run.regime.c_str(), run.method.c_str());
       RunOptions cvo = ro;
       cvo.shard_index = options.shard_index;
@@ -336,6 +347,12 @@ nlohmann::json study_status(const nlohmann::json& study, const StudyOptions& opt
   const Plan p = make_plan(study);
   check_selection(options.regimes, study["regimes"], "regime");
   check_selection(options.methods, study["methods"], "method");
+  return status_of(p, options);
+}
+
+namespace {
+
+nlohmann::json status_of(const Plan& p, const StudyOptions& options) {
   const std::string pre_dir = p.out_dir + "/pretrain";
   const std::string weights = pre_dir + "/model.safetensors";
   nlohmann::json st;
@@ -345,12 +362,11 @@ nlohmann::json study_status(const nlohmann::json& study, const StudyOptions& opt
   int64_t folds_to_run = 0, seeds_to_run = 0, waiting = 0;
   st["runs"] = nlohmann::json::array();
   for (const Plan::Run& run : p.runs) {
-    if (!selected(options.regimes, run.regime) || !selected(options.methods, run.method)) continue;
+    if (!in_selection(run, options)) continue;
     nlohmann::json r = {{"regime", run.regime}, {"method", run.method}};
     bool cv_done = true;
     if (run.cv) {
-      const nlohmann::json cv_cfg = merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});
-      const std::vector<CvFoldRun> folds = cv_fold_runs(cv_cfg);
+      const std::vector<CvFoldRun> folds = cv_fold_runs(cv_config(p, run, weights));
       const auto n = std::count_if(folds.begin(), folds.end(), [](const CvFoldRun& f) { return finished_results(f.config).has_value(); });
       r["cv"] = {{"fold_runs", folds.size()}, {"finished", n}};
       folds_to_run += static_cast<int64_t>(folds.size()) - n;
@@ -384,6 +400,8 @@ nlohmann::json study_status(const nlohmann::json& study, const StudyOptions& opt
                   {"methods_waiting_for_cv", waiting}};
   return st;
 }
+
+}  // namespace
 
 std::string format_study_status(const nlohmann::json& st) {
   const std::string pre = st["pretraining"];
