@@ -540,6 +540,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const std::string ours1 = dir + "/study/50pct/ours/seed1/results.json";
     const nlohmann::json plain_before = read_json_file(plain1);
     // Everything finished: nothing to run, and the cross-validation's choice is the summary's.
+    EXPECT_NE(read_file_bytes(dir + "/study/report.md").find("Cross-validation of λ for ours"), std::string::npos);
     const nlohmann::json all = study_status(study, so);
     EXPECT_EQ(all["pretraining"], "finished");
     EXPECT_EQ(all["to_run"], nlohmann::json({{"pretraining", false}, {"cv_fold_runs", 0}, {"seed_runs", 0}, {"methods_waiting_for_cv", 0}}));
@@ -562,6 +563,22 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
       EXPECT_EQ(w["runs"][1]["seeds"]["after_cv"], true);
       EXPECT_EQ(w["to_run"]["cv_fold_runs"], 2);
       EXPECT_EQ(w["to_run"]["methods_waiting_for_cv"], 1);
+      // The report does not take the choice of the cv.json of the older grid: the seed of "ours" here
+      // (the other one is away) is named as of another config, not averaged in.
+      write_study_report(wider);
+      const std::string wtext = read_file_bytes(dir + "/study/report.md");
+      EXPECT_NE(wtext.find("| ours (1 run of another config ignored) | (not run) |"), std::string::npos) << wtext;
+      EXPECT_EQ(wtext.find("Cross-validation of λ for ours"), std::string::npos) << wtext;
+      // A grid with a lambda less: every fold run it needs is finished, yet the recorded choice is of
+      // the other grid, so the seeds still wait for the study to choose again.
+      nlohmann::json narrower = study;
+      narrower["methods"][1]["set"]["lambda_grid"] = {3.0};
+      const nlohmann::json nw = study_status(narrower, so);
+      EXPECT_EQ(nw["runs"][1]["cv"], nlohmann::json({{"fold_runs", 2}, {"finished", 2}}));
+      EXPECT_EQ(nw["runs"][1]["seeds"]["after_cv"], true);
+      EXPECT_EQ(nw["to_run"]["cv_fold_runs"], 0);
+      EXPECT_EQ(nw["to_run"]["methods_waiting_for_cv"], 1);
+      write_study_report(study);
     }
     run_study(study, only);
     ASSERT_TRUE(fs::exists(plain1));

@@ -166,16 +166,26 @@ bool finished(const std::string& dir, const nlohmann::json& config) {
 // Where a seed of `run` goes.
 std::string seed_dir(const Plan::Run& run, int64_t seed) { return run.dir + "/seed" + std::to_string(seed); }
 
+// The config a cross-validated run's lambda is chosen with (its fold runs go under run.dir/cv/).
+nlohmann::json cv_config(const Plan& p, const Plan::Run& run, const std::string& weights) {
+  return merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});
+}
+
 // The config every seed of `run` is planned with: the method's config with the pretrained weights and,
 // for a cross-validated method, the lambda and lr its finished cross-validation (run.dir/cv.json)
-// chooses by the config's rule; nothing while that is still unknown. The study runs these configs and
-// its report counts only runs of them.
-std::optional<nlohmann::json> planned_config(const Plan::Run& run, const std::string& weights) {
+// chooses by the config's rule; nothing while that is still unknown, and nothing while cv.json is of
+// another grid than the config's (the study rewrites it when it cross-validates again). The study runs
+// these configs and its report counts only runs of them.
+std::optional<nlohmann::json> planned_config(const Plan& p, const Plan::Run& run, const std::string& weights) {
   nlohmann::json cfg = merged(run.config, {{"weights", weights}});
   if (run.cv) {
     const std::string path = run.dir + "/cv.json";
     if (!fs::exists(path)) return std::nullopt;
     const nlohmann::json cv = read_json_file(path);
+    std::set<std::pair<double, double>> grid, recorded;
+    for (const CvFoldRun& f : cv_fold_runs(cv_config(p, run, weights))) grid.insert({f.lr, f.lambda});
+    for (const auto& pt : cv.at("points")) recorded.insert({pt.at("lr").get<double>(), pt.at("lambda").get<double>()});
+    if (grid != recorded) return std::nullopt;
     const std::string rule = resolve_run_config(merged(cfg, {{"out_dir", run.dir}}), false)["cv_rule"];
     const nlohmann::json& chosen = cv.at("points")[choose_cv_point(cv.at("points"), rule)];
     cfg["lambda"] = chosen["lambda"];
@@ -261,11 +271,6 @@ bool in_selection(const Plan::Run& run, const StudyOptions& options) {
   return selected(options.regimes, run.regime) && selected(options.methods, run.method);
 }
 
-// The config a cross-validated run's lambda is chosen with (its fold runs go under run.dir/cv/).
-nlohmann::json cv_config(const Plan& p, const Plan::Run& run, const std::string& weights) {
-  return merged(run.config, {{"weights", weights}, {"seed", p.cv_seed}, {"out_dir", run.dir}});
-}
-
 // study_status for a plan whose selection is already checked.
 nlohmann::json status_of(const Plan& p, const StudyOptions& options);
 
@@ -323,7 +328,7 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
       cross_validate(cv_cfg, cvo);  // writes run.dir/cv.json, which planned_config reads
       if (sharded) continue;
     }
-    const nlohmann::json cfg = planned_config(run, weights).value();
+    const nlohmann::json cfg = planned_config(p, run, weights).value();
     for (int64_t seed : p.seeds) {
       ++k;
       const nlohmann::json rc = seed_config(cfg, run, seed);
@@ -370,17 +375,11 @@ nlohmann::json status_of(const Plan& p, const StudyOptions& options) {
       const auto n = std::count_if(folds.begin(), folds.end(), [](const CvFoldRun& f) { return finished_results(f.config).has_value(); });
       r["cv"] = {{"fold_runs", folds.size()}, {"finished", n}};
       folds_to_run += static_cast<int64_t>(folds.size()) - n;
-      cv_done = n == static_cast<int64_t>(folds.size()) && fs::exists(run.dir + "/cv.json");
-      if (cv_done) {  // cv.json is rewritten by the study: one of another grid does not count yet
-        const nlohmann::json points = read_json_file(run.dir + "/cv.json").at("points");
-        std::set<std::pair<double, double>> grid, recorded;
-        for (const auto& f : folds) grid.insert({f.lr, f.lambda});
-        for (const auto& pt : points) recorded.insert({pt.at("lr").get<double>(), pt.at("lambda").get<double>()});
-        cv_done = grid == recorded;
-      }
+      cv_done = n == static_cast<int64_t>(folds.size());
     }
-    // With the cross-validation unfinished, its choice (and so which seed runs count) is not known yet.
-    const std::optional<nlohmann::json> planned = cv_done ? planned_config(run, weights) : std::nullopt;
+    // With the cross-validation unfinished, or its cv.json of another grid (one it would rewrite), its
+    // choice (and so which seed runs count) is not known yet.
+    const std::optional<nlohmann::json> planned = cv_done ? planned_config(p, run, weights) : std::nullopt;
     if (planned && run.cv) r["cv"]["lambda"] = (*planned)["lambda"];
     int64_t done = 0, other = 0;
     for (int64_t seed : p.seeds) {
@@ -487,7 +486,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       std::vector<double> angles;
       int64_t passes = 1;
       int64_t n = 0, stale = 0;
-      const std::optional<nlohmann::json> planned = planned_config(run, weights);
+      const std::optional<nlohmann::json> planned = planned_config(p, run, weights);
       for (int64_t seed : p.seeds) {
         if (!fs::exists(seed_dir(run, seed) + "/results.json")) continue;
         // Only a run of the config the study plans counts: one left from another lambda (a changed grid
@@ -546,8 +545,8 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
                                                           "angle (degrees)", "accuracy (%)", angle_series, 720, 420));
       md += "\n![accuracy against angle](" + slug(regime) + "/angle.svg)\n\n";
     }
-    for (const Plan::Run& run : p.runs)
-      if (run.regime == regime && run.cv && fs::exists(run.dir + "/cv.svg")) {
+    for (const Plan::Run& run : p.runs)  // the curves of a cross-validation of the config's grid only
+      if (run.regime == regime && run.cv && fs::exists(run.dir + "/cv.svg") && planned_config(p, run, weights)) {
         const std::string rel = slug(regime) + "/" + slug(run.method);
         md += "Cross-validation of λ for " + run.method + ": ![cv](" + rel + "/cv.svg) ![equivariance error against λ](" + rel +
               "/cv_equivariance.svg)\n\n";
@@ -568,7 +567,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       int64_t without_weights = 0;  // methods whose first seed finished but whose weights are not here
       for (const Plan::Run& run : p.runs) {
         if (run.regime != regime) continue;
-        const std::optional<nlohmann::json> planned = planned_config(run, weights);
+        const std::optional<nlohmann::json> planned = planned_config(p, run, weights);
         if (!planned || !finished_results(seed_config(*planned, run, p.seeds[0]))) continue;
         if (fs::exists(seed_dir(run, p.seeds[0]) + "/model.safetensors"))
           drawn.push_back(&run);
