@@ -315,7 +315,7 @@ ImageClassificationDataset load_named_dataset(const std::string& name, Split spl
   if (!classes) {
     std::string known;
     for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
-    throw Error(str_cat("load_dataset: unknown dataset '", name, "' (known datasets: ", known,
+    throw Error(str_cat("load_dataset: unknown dataset '", name, "'", did_you_mean(name, known_datasets()), " (known datasets: ", known,
                         ", or folder:PATH for image folders PATH/train/<class>/ and PATH/test/<class>/)"));
   }
   const auto [img_file, lab_file] = idx_file_names(split);

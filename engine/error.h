@@ -41,6 +41,11 @@ std::string str_cat(const Args&... args) {
 // "[2, 3, 4]"
 std::string shape_str(const std::vector<int64_t>& shape);
 
+// For an error about a name that is not one of `names` (a config key, a choice, a command):
+// ` (did you mean "lambda"?)` naming the closest of them when it is a plausible misspelling of `got`
+// (an edit distance, case aside, of at most a third of its length), else "".
+std::string did_you_mean(const std::string& got, const std::vector<std::string>& names);
+
 }  // namespace orbit
 
 // Checks user-facing preconditions: ORBIT_CHECK(x.dim() == 4, "conv2d: input must be 4-D, got ", ...).

@@ -1,6 +1,7 @@
 #include "engine/tensor.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -22,6 +23,36 @@ std::string shape_str(const std::vector<int64_t>& shape) {
     s += std::to_string(shape[i]);
   }
   return s + "]";
+}
+
+std::string did_you_mean(const std::string& got, const std::vector<std::string>& names) {
+  // Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+  // neighbouring characters each cost 1; letters compare without case.
+  auto distance = [](const std::string& a, const std::string& b) {
+    auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+    std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+    for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+    for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+    for (size_t i = 1; i <= a.size(); ++i)
+      for (size_t j = 1; j <= b.size(); ++j) {
+        const size_t cost = lower(a[i - 1]) == lower(b[j - 1]) ? 0 : 1;
+        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+        if (i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) && lower(a[i - 2]) == lower(b[j - 1]))
+          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    return d[a.size()][b.size()];
+  };
+  const size_t limit = got.size() / 3;  // so a name of one or two letters differs in case only
+  const std::string* best = nullptr;
+  size_t best_distance = limit + 1;
+  for (const std::string& n : names) {
+    const size_t dist = distance(got, n);
+    if (n != got && dist < best_distance) {  // the first of equally close names
+      best = &n;
+      best_distance = dist;
+    }
+  }
+  return best ? " (did you mean \"" + *best + "\"?)" : std::string();
 }
 
 Shape contiguous_strides(const Shape& shape) {

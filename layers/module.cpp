@@ -275,7 +275,7 @@ Tensor& Module::param(const std::string& dotted_name) {
   ORBIT_CHECK(owner != nullptr, name_, ": no parameter '", dotted_name,
               "' (a module on the path does not exist)");
   Tensor* t = const_cast<Module*>(owner)->params_.find(leaf);
-  ORBIT_CHECK(t != nullptr, name_, ": no parameter '", dotted_name, "' (", owner->name_,
+  ORBIT_CHECK(t != nullptr, name_, ": no parameter '", dotted_name, "'", did_you_mean(leaf, owner->params_.keys()), " (", owner->name_,
               " has parameters: ", quoted_list(owner->params_.keys()), ")");
   return *t;
 }
@@ -286,7 +286,7 @@ Tensor& Module::buffer(const std::string& dotted_name) {
   ORBIT_CHECK(owner != nullptr, name_, ": no buffer '", dotted_name,
               "' (a module on the path does not exist)");
   Tensor* t = const_cast<Module*>(owner)->buffers_.find(leaf);
-  ORBIT_CHECK(t != nullptr, name_, ": no buffer '", dotted_name, "' (", owner->name_,
+  ORBIT_CHECK(t != nullptr, name_, ": no buffer '", dotted_name, "'", did_you_mean(leaf, owner->buffers_.keys()), " (", owner->name_,
               " has buffers: ", quoted_list(owner->buffers_.keys()), ")");
   return *t;
 }
@@ -317,8 +317,8 @@ std::shared_ptr<Module> Module::submodule(const std::string& dotted_name) {
     const size_t dot = dotted_name.find('.', start);
     const std::string part = dotted_name.substr(start, dot == std::string::npos ? dot : dot - start);
     const auto* child = cur->children_.find(part);
-    ORBIT_CHECK(child != nullptr, name_, ": no submodule '", dotted_name, "' (", cur->name_,
-                " has children: ", quoted_list(cur->children_.keys()), ")");
+    ORBIT_CHECK(child != nullptr, name_, ": no submodule '", dotted_name, "'", did_you_mean(part, cur->children_.keys()), " (",
+                cur->name_, " has children: ", quoted_list(cur->children_.keys()), ")");
     m = *child;
     cur = m.get();
     if (dot == std::string::npos) break;

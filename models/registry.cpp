@@ -79,8 +79,12 @@ std::shared_ptr<ClassifierModel> create_model(const std::string& name, const Mod
   auto it = registry().find(name);
   if (it == registry().end()) {
     std::string known;
-    for (const auto& [k, v] : registry()) known += (known.empty() ? "" : ", ") + k;
-    throw Error(str_cat("create_model: unknown model \"", name, "\"; known models: ", known));
+    std::vector<std::string> names;
+    for (const auto& [k, v] : registry()) {
+      known += (known.empty() ? "" : ", ") + k;
+      names.push_back(k);
+    }
+    throw Error(str_cat("create_model: unknown model \"", name, "\"", did_you_mean(name, names), "; known models: ", known));
   }
   return it->second.factory(options);
 }

@@ -147,7 +147,9 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"test_fraction", 0.0}}, {"test_fraction", "(0, 1]"});
   expect_bad({{"angle_test_fraction", 0.0}}, {"angle_test_fraction", "(0, 1]"});
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
-  expect_bad({{"lamda", 1.0}}, {"unknown key", "lamda", "lambda"});
+  expect_bad({{"lamda", 1.0}}, {"unknown key \"lamda\" (did you mean \"lambda\"?)", "allowed keys: "});
+  expect_bad({{"discrepancy", "symkl"}}, {"\"discrepancy\"", "got \"symkl\" (did you mean \"sym_kl\"?)"});
+  expect_bad({{"model", "resnet_smal"}}, {"\"model\"", "(did you mean \"resnet_small\"?)"});
   expect_bad({{"image_channels", 2}}, {"image_channels", "2", "1 (grey) or 3 (RGB)"});
   expect_bad({{"image_channels", 4}}, {"image_channels", "4"});
   expect_bad({{"image_size", -1}}, {"image_size", "-1"});
@@ -587,6 +589,8 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     fs::rename(ours1 + ".away", ours1);
     only.methods = {"plain", "ours (C8)"};
     expect_error([&] { run_study(study, only); }, {"unknown method \"ours (C8)\"", "methods: \"plain\", \"ours\""});
+    only.methods = {"plian"};
+    expect_error([&] { run_study(study, only); }, {"unknown method \"plian\" (did you mean \"plain\"?)", "methods: \"plain\", \"ours\""});
     only.methods.clear();
     only.regimes = {"75%"};
     expect_error([&] { run_study(study, only); }, {"unknown regime \"75%\"", "regimes: \"50%\""});
@@ -604,6 +608,12 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad = study;
   bad["regimes"][0]["fraction"] = 0;
   expect_error([&] { resolve_study_config(bad); }, {"fraction", "(0, 1]"});
+  bad = study;
+  bad["seed"] = {0};
+  expect_error([&] { resolve_study_config(bad); }, {"study config: unknown key \"seed\" (did you mean \"seeds\"?)"});
+  bad = study;
+  bad["methods"][1]["sets"] = nlohmann::json::object();
+  expect_error([&] { resolve_study_config(bad); }, {"method \"ours\": unknown key \"sets\" (did you mean \"set\"?)"});
   bad = study;
   bad["regimes"][0]["epochs"] = 3;
   expect_error([&] { resolve_study_config(bad); }, {"50%", "unknown key", "epochs", "name, fraction, set"});
@@ -661,7 +671,13 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   ASSERT_EQ(run_cli(dir + "/whole"), 0);
   // --help after a subcommand prints the usage; an unknown option fails.
   EXPECT_EQ(std::system((cli + " study --help > /dev/null 2>&1").c_str()), 0);
-  EXPECT_NE(std::system((cli + " study --helpme 1 > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((cli + " study --confg x > " + dir + "/option.txt 2>&1").c_str()), 0);
+  EXPECT_NE(read_file_bytes(dir + "/option.txt").find("unknown option --confg (did you mean \"--config\"?)"), std::string::npos)
+      << read_file_bytes(dir + "/option.txt");
+  // An unknown command fails, naming the closest command, and prints the usage.
+  EXPECT_NE(std::system((cli + " finetun > " + dir + "/command.txt 2>&1").c_str()), 0);
+  EXPECT_NE(read_file_bytes(dir + "/command.txt").find("error: unknown command 'finetun' (did you mean \"finetune\"?)\n\norbit: equivariant fine-tuning engine"),
+            std::string::npos) << read_file_bytes(dir + "/command.txt");
   // `report` covers the whole study: study's run selections there are refused, not ignored.
   write_json_file(dir + "/study_config.json", study);
   EXPECT_EQ(std::system((cli + " report --config " + dir + "/study_config.json > /dev/null 2>&1").c_str()), 0);

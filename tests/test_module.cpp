@@ -238,6 +238,29 @@ TEST(Module, AccessByDottedName) {
   EXPECT_TRUE(m->submodule_as<BatchNorm2d>("layer2.0.downsample.1") != nullptr);
   EXPECT_THROW(m->submodule_as<Conv2d>("layer2.0.downsample.1"), Error);
   EXPECT_TRUE(mentions(error_of([&] { m->submodule("layer2.7"); }), "layer2.7"));
+  // A misspelt name is answered with the closest real one at that level of the path.
+  EXPECT_TRUE(mentions(error_of([&] { m->param("fc.wieght"); }), "'fc.wieght' (did you mean \"weight\"?)"));
+  EXPECT_TRUE(mentions(error_of([&] { m->buffer("bn1.running_man"); }), "(did you mean \"running_mean\"?)"));
+  EXPECT_TRUE(mentions(error_of([&] { m->submodule("layr2.1"); }), "'layr2.1' (did you mean \"layer2\"?)"));
+  EXPECT_FALSE(mentions(error_of([&] { m->submodule("layer2.7"); }), "did you mean"));
+}
+
+TEST(Errors, DidYouMeanNamesAPlausibleMisspelling) {
+  const std::vector<std::string> keys = {"lambda", "lr", "epochs", "sym_kl", "C4", "resnet_small", "resnet_small32"};
+  EXPECT_EQ(did_you_mean("lamda", keys), " (did you mean \"lambda\"?)");       // a letter left out
+  EXPECT_EQ(did_you_mean("lambdaa", keys), " (did you mean \"lambda\"?)");     // one too many
+  EXPECT_EQ(did_you_mean("lmabda", keys), " (did you mean \"lambda\"?)");      // two letters swapped
+  EXPECT_EQ(did_you_mean("symkl", keys), " (did you mean \"sym_kl\"?)");
+  EXPECT_EQ(did_you_mean("c4", keys), " (did you mean \"C4\"?)");              // case aside
+  EXPECT_EQ(did_you_mean("resnet_smal", keys), " (did you mean \"resnet_small\"?)");  // the closest of two
+  EXPECT_EQ(did_you_mean("Lr", keys), " (did you mean \"lr\"?)");
+  // Nothing for a name too far from every candidate (more than a third of its letters changed), for
+  // an exact match, or without candidates.
+  EXPECT_EQ(did_you_mean("momentum", keys), "");
+  EXPECT_EQ(did_you_mean("lx", keys), "");  // two letters allow no edit, only case
+  EXPECT_EQ(did_you_mean("lamd", keys), "");  // two edits in four letters
+  EXPECT_EQ(did_you_mean("lambda", keys), "");
+  EXPECT_EQ(did_you_mean("lamda", {}), "");
 }
 
 TEST(Module, ReplaceModuleKeepsPosition) {

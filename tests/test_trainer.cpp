@@ -124,6 +124,12 @@ TEST(Config, UnknownKeysWrongTypesAndRangesNameTheKey) {
   };
   EXPECT_NE(message({{"epoch", 3}}).find("unknown key \"epoch\""), std::string::npos);
   EXPECT_NE(message({{"epoch", 3}}).find("epochs"), std::string::npos);  // lists the allowed keys
+  EXPECT_NE(message({{"epoch", 3}}).find("unknown key \"epoch\" (did you mean \"epochs\"?); allowed keys: "), std::string::npos)
+      << message({{"epoch", 3}});
+  EXPECT_EQ(message({{"zzz", 3}}).find("did you mean"), std::string::npos) << message({{"zzz", 3}});
+  EXPECT_NE(message({{"optimizer", "adma"}}).find("got \"adma\" (did you mean \"adam\"?)"), std::string::npos)
+      << message({{"optimizer", "adma"}});
+  EXPECT_NE(message({{"epochs", 0}}).find("expected an integer in [1, 10000], got 0"), std::string::npos) << message({{"epochs", 0}});
   EXPECT_NE(message({{"epochs", "3"}}).find("\"epochs\""), std::string::npos);
   EXPECT_NE(message({{"epochs", 0}}).find("in [1, 10000]"), std::string::npos);
   EXPECT_NE(message({{"optimizer", "rmsprop"}}).find("\"adam\""), std::string::npos);

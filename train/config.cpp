@@ -77,8 +77,12 @@ nlohmann::json ConfigSchema::resolve(const nlohmann::json& user) const {
     for (const auto& f : fields_) known |= f.key == k;
     if (!known) {
       std::string keys;
-      for (const auto& f : fields_) keys += (keys.empty() ? "" : ", ") + f.key;
-      throw Error(str_cat(name_, ": unknown key \"", k, "\"; allowed keys: ", keys));
+      std::vector<std::string> names;
+      for (const auto& f : fields_) {
+        keys += (keys.empty() ? "" : ", ") + f.key;
+        names.push_back(f.key);
+      }
+      throw Error(str_cat(name_, ": unknown key \"", k, "\"", did_you_mean(k, names), "; allowed keys: ", keys));
     }
   }
   nlohmann::json out = nlohmann::json::object();
@@ -90,7 +94,8 @@ nlohmann::json ConfigSchema::resolve(const nlohmann::json& user) const {
       continue;
     }
     const nlohmann::json& v = user.at(f.key);
-    const std::string expect = str_cat("expected a ", type_name(f.type), " ", range_str(f), ", got ", v.dump());
+    const char* article = f.type == Type::Int ? "an " : "a ";
+    const std::string expect = str_cat("expected ", article, type_name(f.type), " ", range_str(f), ", got ", v.dump());
     auto in_range = [&](double x) { return x >= f.min && x <= f.max; };
     switch (f.type) {
       case Type::Int:
@@ -107,7 +112,7 @@ nlohmann::json ConfigSchema::resolve(const nlohmann::json& user) const {
         if (!f.choices.empty()) {
           bool ok = false;
           for (const auto& c : f.choices) ok |= c == v.get<std::string>();
-          ORBIT_CHECK(ok, name_, ": key \"", f.key, "\": ", expect);
+          ORBIT_CHECK(ok, name_, ": key \"", f.key, "\": ", expect, did_you_mean(v.get<std::string>(), f.choices));
         }
         break;
       }
@@ -128,7 +133,8 @@ nlohmann::json ConfigSchema::resolve(const nlohmann::json& user) const {
           if (!f.choices.empty()) {
             bool ok = false;
             for (const auto& c : f.choices) ok |= c == e.get<std::string>();
-            ORBIT_CHECK(ok, name_, ": key \"", f.key, "\": ", expect);
+            ORBIT_CHECK(ok, name_, ": key \"", f.key, "\": ", expect, ", ", e.dump(), " is not one of them",
+                        did_you_mean(e.get<std::string>(), f.choices));
           }
         }
         break;

@@ -119,9 +119,12 @@ Args parse_args(int argc, char** argv, int first, const std::vector<std::string>
     }
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
       std::string allowed;
+      std::vector<std::string> options;
       for (const auto& x : keys) allowed += " --" + x;
       for (const auto& x : bool_flags) allowed += " --" + x;
-      throw Error(str_cat("unknown option --", k, "; allowed:", allowed));
+      for (const auto& x : keys) options.push_back("--" + x);
+      for (const auto& x : bool_flags) options.push_back("--" + x);
+      throw Error(str_cat("unknown option --", k, did_you_mean("--" + k, options), "; allowed:", allowed));
     }
     if (i + 1 >= argc) throw Error(str_cat("option --", k, " needs a value"));
     if (k == "set")
@@ -410,7 +413,9 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    std::fprintf(stderr, "orbit: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+    const std::string hint = did_you_mean(cmd, {"pretrain", "finetune", "sweep", "study", "report", "train", "evaluate", "predict",
+                                                "models", "config", "version", "help"});
+    std::fprintf(stderr, "orbit: error: unknown command '%s'%s\n\n%s", cmd.c_str(), hint.c_str(), kUsage);
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "orbit: error: %s\n", e.what());

@@ -68,7 +68,8 @@ Plan make_plan(const nlohmann::json& s) {
     if (!known) {
       std::string keys;
       for (const auto& a : kStudyKeys) keys += (keys.empty() ? "" : ", ") + a;
-      throw Error(str_cat("study config: unknown key \"", k, "\"; allowed keys: ", keys));
+      throw Error(str_cat("study config: unknown key \"", k, "\"", did_you_mean(k, kStudyKeys),
+                          "; allowed keys: ", keys));
     }
   }
   for (const char* k : {"out_dir", "pretrain", "finetune", "regimes", "methods", "seeds"})
@@ -98,7 +99,7 @@ Plan make_plan(const nlohmann::json& s) {
   for (const auto& m : s["methods"]) {
     ORBIT_CHECK(m.is_object() && m.contains("name") && m["name"].is_string(), "study config: key \"methods\": each method needs a \"name\", got ", m.dump());
     for (auto& [k, v] : m.items())
-      ORBIT_CHECK(k == "name" || k == "set" || k == "cv", "study config: method \"", m["name"].get<std::string>(), "\": unknown key \"", k, "\"; allowed: name, set, cv");
+      ORBIT_CHECK(k == "name" || k == "set" || k == "cv", "study config: method \"", m["name"].get<std::string>(), "\": unknown key \"", k, "\"", did_you_mean(k, {"name", "set", "cv"}), "; allowed: name, set, cv");
     ORBIT_CHECK(method_names.insert(m["name"].get<std::string>()).second, "study config: method \"", m["name"].get<std::string>(), "\" appears twice");
   }
   std::set<std::string> regime_names;
@@ -128,12 +129,14 @@ Plan make_plan(const nlohmann::json& s) {
     if (cv.is_array())
       for (const auto& v : cv)
         ORBIT_CHECK(v.is_string() && regime_names.count(v.get<std::string>()), "study config: method \"",
-                    m["name"].get<std::string>(), "\": key \"cv\": unknown regime ", v.dump(), "; the study's regimes: ", allowed);
+                    m["name"].get<std::string>(), "\": key \"cv\": unknown regime ", v.dump(),
+                    v.is_string() ? did_you_mean(v.get<std::string>(), {regime_names.begin(), regime_names.end()}) : std::string(),
+                    "; the study's regimes: ", allowed);
   }
   for (const auto& r : s["regimes"]) {
     for (auto& [k, v] : r.items())
       ORBIT_CHECK(k == "name" || k == "fraction" || k == "set", "study config: regime \"", r["name"].get<std::string>(),
-                  "\": unknown key \"", k, "\"; allowed: name, fraction, set");
+                  "\": unknown key \"", k, "\"", did_you_mean(k, {"name", "fraction", "set"}), "; allowed: name, fraction, set");
     ORBIT_CHECK(!r.contains("set") || r["set"].is_object(), "study config: regime \"", r["name"].get<std::string>(),
                 "\": key \"set\": expected an object of run-config keys, got ", r.value("set", nlohmann::json()).dump());
     for (const auto& m : s["methods"]) {
@@ -258,7 +261,7 @@ void check_selection(const std::vector<std::string>& selection, const nlohmann::
     if (std::find(names.begin(), names.end(), name) != names.end()) continue;
     std::string all;
     for (const auto& n : names) all += (all.empty() ? "\"" : ", \"") + n + "\"";
-    throw Error(str_cat("study: unknown ", what, " \"", name, "\"; the study's ", what, "s: ", all));
+    throw Error(str_cat("study: unknown ", what, " \"", name, "\"", did_you_mean(name, names), "; the study's ", what, "s: ", all));
   }
 }
 
