@@ -362,6 +362,19 @@ TEST(Finetune, CrossValidationChoosesFromTheGrid) {
   ASSERT_EQ(cv2["points"].size(), 3u);
   EXPECT_EQ(cv2["best"]["rule"], "one_se");
   EXPECT_EQ(cv2["points"][choose_cv_point(cv2["points"], "one_se")]["lambda"], cv2["best"]["lambda"]);
+  // A group named by an alias: "flips" is D1, the name results.json keys its metrics by; the
+  // cross-validation reads them under that name.
+  c["group"] = "flips";
+  c["lambda_grid"] = {1.0};
+  c["out_dir"] = dir + "/flips";
+  const nlohmann::json cv3 = cross_validate(c, tiny_options());
+  ASSERT_EQ(cv3["points"].size(), 1u);
+  EXPECT_EQ(cv3["points"][0]["scores"].size(), 2u);
+  const nlohmann::json fold = read_json_file(dir + "/flips/cv/lr0.003_lambda1/fold1/results.json");
+  ASSERT_TRUE(fold["metrics"]["orbits"].contains("D1"));
+  EXPECT_EQ(cv3["points"][0]["scores"][0], fold["metrics"]["orbits"]["D1"]["consistency"]);
+  EXPECT_EQ(&orbit_metrics(fold["metrics"], "flips"), &fold["metrics"]["orbits"]["D1"]);
+  expect_error([&] { orbit_metrics(fold["metrics"], "C4"); }, {"group \"C4\" (C4)", "they have: D1", "\"eval_groups\""});
   fs::remove_all(dir);
 }
 

@@ -532,6 +532,18 @@ std::string config_differences(const nlohmann::json& saved, const nlohmann::json
 
 }  // namespace
 
+const nlohmann::json& orbit_metrics(const nlohmann::json& metrics, const std::string& spec) {
+  const std::string name = groups::Group::parse(spec).name();
+  const nlohmann::json& orbits = metrics.at("orbits");
+  if (!orbits.contains(name)) {
+    std::string have;
+    for (const auto& [g, o] : orbits.items()) have += (have.empty() ? "" : ", ") + g;
+    throw Error(str_cat("the run's metrics have no orbit metrics of group \"", spec, "\" (", name, "); they have: ",
+                        have.empty() ? "none" : have, " (its config's \"eval_groups\")"));
+  }
+  return orbits.at(name);
+}
+
 std::optional<nlohmann::json> finished_results(const nlohmann::json& config) {
   const nlohmann::json c = resolve_run_config(config, false);  // reads results only: no weights needed
   const std::string path = c["out_dir"].get<std::string>() + "/results.json";
@@ -645,9 +657,11 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   const int64_t epochs = c["epochs"];
   const double smoothing = c["label_smoothing"], clip = c["grad_clip"];
   if (!quiet && start_epoch == 0)
-    std::fprintf(stderr, "task: %lld training images, %lld %s images, %zu classes; group %s; %d threads\n",
+    std::fprintf(stderr, "task: %lld training images, %lld %s images, %zu classes; group %s%s; %d thread%s\n",
                  static_cast<long long>(task.train.size()), static_cast<long long>(task.eval.size()),
-                 options.eval_rows ? "validation" : "test", task.class_names.size(), G.name().c_str(), num_threads());
+                 options.eval_rows ? "validation" : "test", task.class_names.size(), G.name().c_str(),
+                 c["group"] == G.name() ? "" : (" (\"" + c["group"].get<std::string>() + "\")").c_str(), num_threads(),
+                 num_threads() == 1 ? "" : "s");
 
   auto save_state = [&](int64_t epochs_done) {
     nlohmann::json h = {{"epochs", nlohmann::json::array()}};
@@ -851,9 +865,10 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
         ++made;
       }
       const nlohmann::json& mm = res["metrics"];
-      const double s = metric == "accuracy" ? mm["accuracy"].get<double>() : mm["orbits"][group][metric].get<double>();
+      const nlohmann::json& om = orbit_metrics(mm, group);
+      const double s = metric == "accuracy" ? mm["accuracy"].get<double>() : om.at(metric).get<double>();
       scores.push_back(s);
-      eq_errors.push_back(mm["orbits"][group]["equivariance_error"].get<double>());
+      eq_errors.push_back(om.at("equivariance_error").get<double>());
       ++done;
     }
     if (options.shard_count > 1) continue;

@@ -67,6 +67,11 @@ struct RunResult {
 // run has not finished or was made by another config.
 std::optional<nlohmann::json> finished_results(const nlohmann::json& config);
 
+// The orbit metrics of the group `spec` names (as a config writes it: "C4", "flips", "trivial", ...) in
+// a run's "metrics": results.json keys them by the group's canonical name ("D1" for flips); an error
+// naming the groups there when the run did not evaluate that group.
+const nlohmann::json& orbit_metrics(const nlohmann::json& metrics, const std::string& spec);
+
 // Trains (or resumes) and evaluates one run.
 RunResult run_training(const nlohmann::json& config, const RunOptions& options = {});
 

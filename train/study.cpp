@@ -503,10 +503,10 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         const auto& m = r["metrics"];
         up.push_back(m["accuracy"]);
         for (const auto& g : eval_groups) {
-          orb[g].push_back(m["orbits"][g]["orbit_accuracy"]);
-          cons[g].push_back(m["orbits"][g]["consistency"]);
+          orb[g].push_back(orbit_metrics(m, g).at("orbit_accuracy"));
+          cons[g].push_back(orbit_metrics(m, g).at("consistency"));
         }
-        err.push_back(m["orbits"][eval_groups[0]]["equivariance_error"]);
+        err.push_back(orbit_metrics(m, eval_groups[0]).at("equivariance_error"));
         secs.push_back(r["train_seconds"]);
         lambdas.push_back(r["config"]["lambda"]);
         passes = m["forward_passes_per_input"];
