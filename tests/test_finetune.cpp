@@ -147,6 +147,14 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"test_fraction", 0.0}}, {"test_fraction", "(0, 1]"});
   expect_bad({{"angle_test_fraction", 0.0}}, {"angle_test_fraction", "(0, 1]"});
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
+  expect_bad({{"group", "trivial"}, {"lambda", 1.0}}, {"\"lambda\": 1.0", "\"trivial\" (C1)", "only element is the identity"});
+  {  // the same of a cross-validation's grid point, before any fold run
+    nlohmann::json c = tiny_config(dir + "/sweep");
+    c["group"] = "trivial";
+    c["lambda_grid"] = {0.0, 1.0};
+    expect_error([&] { cross_validate(c, tiny_options()); }, {"grid point lr", "lambda 1 (keys \"lr_grid\", \"lambda_grid\")", "only element is the identity"});
+    EXPECT_FALSE(fs::exists(dir + "/sweep/cv"));
+  }
   expect_bad({{"lamda", 1.0}}, {"unknown key \"lamda\" (did you mean \"lambda\"?)", "allowed keys: "});
   expect_bad({{"discrepancy", "symkl"}}, {"\"discrepancy\"", "got \"symkl\" (did you mean \"sym_kl\"?)"});
   expect_bad({{"model", "resnet_smal"}}, {"\"model\"", "(did you mean \"resnet_small\"?)"});

@@ -147,6 +147,9 @@ nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) 
       throw Error(str_cat("run config: key \"device\": \"cuda\" is not usable here (", e.what(), "); use \"cpu\""));
     }
   }
+  ORBIT_CHECK(G.order() > 1 || c["lambda"].get<double>() == 0, "run config: key \"lambda\": ", c["lambda"].dump(),
+              " with the group \"", c["group"].get<std::string>(), "\" (", G.name(), "), whose only element is the identity: "
+              "the regularizer would be 0; set \"lambda\": 0 or name a group with more elements");
   ORBIT_CHECK(c["taps"].empty() || c["lambda"].get<double>() > 0,
               "run config: key \"taps\" needs \"lambda\" > 0 (the taps are part of the regularizer)");
   ORBIT_CHECK(!c["lambda_grid"].empty(), "run config: key \"lambda_grid\" must not be empty");
@@ -822,6 +825,13 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
   const std::string group = c["group"];
   const std::vector<CvFoldRun> runs = cv_fold_runs(user_config);
   ORBIT_ASSERT(runs.size() % folds.size() == 0, runs.size(), " fold runs for ", folds.size(), " folds");
+  for (const CvFoldRun& r : runs) {  // every grid point is a valid config, before any fold run starts
+    try {
+      resolve_run_config(r.config, false);
+    } catch (const Error& e) {
+      throw Error(str_cat("cross-validation: the grid point lr ", r.lr, ", lambda ", r.lambda, " (keys \"lr_grid\", \"lambda_grid\"): ", e.what()));
+    }
+  }
 
   nlohmann::json cv = {{"metric", metric}, {"group", group}, {"folds", folds.size()}, {"points", nlohmann::json::array()}};
   const int64_t total = static_cast<int64_t>(runs.size());
