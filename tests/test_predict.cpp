@@ -179,6 +179,16 @@ TEST(Predict, OrbitModelMetadataAndBadOptions) {
   // A file of another architecture is named as such.
   expect_error([&] { PredictOptions b = o; b.weights = dir.file("bare.safetensors"); b.model = "resnet18"; predict_images(b); },
                {"resnet18", "conv1.weight"});
+  // The CLI: a misspelt option is answered with the closest, --image and --folder among them; one
+  // without its value is named.
+  const std::string cli = std::string(ORBIT_BINARY_DIR) + "/orbit predict --weights " + w;
+  const std::string out = dir.file("cli.txt");
+  EXPECT_NE(std::system((cli + " --imag " + dir.file("x.png") + " > " + out + " 2>&1").c_str()), 0);
+  EXPECT_NE(testing::read_file_bytes(out).find("unknown option --imag (did you mean \"--image\"?)"), std::string::npos) << testing::read_file_bytes(out);
+  EXPECT_NE(testing::read_file_bytes(out).find("--folder --json"), std::string::npos) << testing::read_file_bytes(out);
+  EXPECT_NE(std::system((cli + " --image > " + out + " 2>&1").c_str()), 0);
+  EXPECT_NE(testing::read_file_bytes(out).find("option --image needs a value"), std::string::npos) << testing::read_file_bytes(out);
+  EXPECT_EQ(std::system((cli + " --image " + dir.file("x.png") + " --json > " + out + " 2>&1").c_str()), 0) << testing::read_file_bytes(out);
 }
 
 }  // namespace

@@ -294,8 +294,10 @@ int cmd_predict(int argc, char** argv) {
   }
   std::vector<char*> rv = {argv[0], argv[1]};
   for (auto& s : rest) rv.push_back(s.data());
+  // --image, --folder and --json are named here too, for the list of allowed options (an --image or
+  // --folder that reaches parse_args is one without a value, which it reports).
   Args a = parse_args(static_cast<int>(rv.size()), rv.data(), 2,
-                      {"weights", "model", "top", "resize", "crop", "mean", "std", "labels", "threads"}, {});
+                      {"weights", "model", "top", "resize", "crop", "mean", "std", "labels", "threads", "image", "folder"}, {"json"});
   apply_threads(a);
   if (a.opts.count("weights")) o.weights = a.opts["weights"];
   if (a.opts.count("model")) o.model = a.opts["model"];
