@@ -468,7 +468,22 @@ std::vector<Tensor> Module::parameters_with_prefix(const std::string& prefix) co
 
 int64_t Module::set_requires_grad(const std::string& prefix, bool on) {
   auto ps = named_parameters_with_prefix(prefix);
-  ORBIT_CHECK(!ps.empty(), name_, ": set_requires_grad: no parameter name starts with '", prefix, "'");
+  if (ps.empty()) {  // name the prefixes there are at the depth of the one asked for
+    const size_t depth = std::max<size_t>(1, static_cast<size_t>(std::count(prefix.begin(), prefix.end(), '.')));
+    std::vector<std::string> there;
+    for (const auto& [n, t] : named_parameters()) {
+      size_t end = std::string::npos, from = 0;  // the depth-th dot of the name, if it has one
+      for (size_t d = 0; d < depth; ++d) {
+        end = n.find('.', from);
+        if (end == std::string::npos) break;
+        from = end + 1;
+      }
+      const std::string head = end == std::string::npos ? n : n.substr(0, end + 1);
+      if (std::find(there.begin(), there.end(), head) == there.end()) there.push_back(head);
+    }
+    throw Error(str_cat(name_, ": set_requires_grad: no parameter name starts with '", prefix, "'", did_you_mean(prefix, there),
+                        " (the names start with ", quoted_list(there), ")"));
+  }
   for (auto& [n, p] : ps) p.requires_grad_(on);
   return static_cast<int64_t>(ps.size());
 }

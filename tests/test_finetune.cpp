@@ -147,6 +147,7 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"test_fraction", 0.0}}, {"test_fraction", "(0, 1]"});
   expect_bad({{"angle_test_fraction", 0.0}}, {"angle_test_fraction", "(0, 1]"});
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
+  expect_bad({{"freeze", {"layer1.", "layr2."}}}, {"run config: key \"freeze\"", "'layr2.' (did you mean \"layer2.\"?)", "\"layer4.\""});
   expect_bad({{"group", "trivial"}, {"lambda", 1.0}}, {"\"lambda\": 1.0", "\"trivial\" (C1)", "only element is the identity"});
   {  // the same of a cross-validation's grid point, before any fold run
     nlohmann::json c = tiny_config(dir + "/sweep");

@@ -424,6 +424,13 @@ TEST(Module, FreezingByPrefix) {
   EXPECT_FALSE(m.param("layer1.1.conv2.weight").requires_grad());
   EXPECT_EQ(m.num_parameters(), total);
   EXPECT_THROW(m.set_requires_grad("layer7.", true), Error);
+  // A prefix that matches nothing is answered with the prefixes there are at its depth.
+  const std::string top = error_of([&] { m.set_requires_grad("layr2.", true); });
+  EXPECT_TRUE(mentions(top, "no parameter name starts with 'layr2.' (did you mean \"layer2.\"?)")) << top;
+  EXPECT_TRUE(mentions(top, "\"layer1.\", \"layer2.\", \"fc.\"")) << top;
+  const std::string deeper = error_of([&] { m.set_requires_grad("layer2.5.", true); });
+  EXPECT_TRUE(mentions(deeper, "(the names start with ")) << deeper;
+  EXPECT_TRUE(mentions(deeper, "\"layer2.0.\", \"layer2.1.\"")) << deeper;
   // A submodule freezes its own parameters.
   m.fc->set_requires_grad(true);
   EXPECT_TRUE(m.fc->weight.requires_grad());

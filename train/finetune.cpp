@@ -352,7 +352,13 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
   }
   ORBIT_CHECK(static_cast<int64_t>(b.mean.size()) == task.train.channels(), "run config: the weights' normalization has ",
               b.mean.size(), " channels but the images have ", task.train.channels());
-  for (const auto& prefix : c["freeze"]) b.model->set_requires_grad(prefix.get<std::string>(), false);
+  for (const auto& prefix : c["freeze"]) {
+    try {
+      b.model->set_requires_grad(prefix.get<std::string>(), false);
+    } catch (const Error& e) {
+      throw Error(str_cat("run config: key \"freeze\": ", e.what()));
+    }
+  }
   b.normalized = std::make_shared<Normalized>(b.model, b.mean, b.std, repeat_channels);
   b.net = b.normalized;
   if (c["equitune"].get<bool>())
