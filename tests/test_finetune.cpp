@@ -139,6 +139,7 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   };
   expect_bad({{"group", "Q4"}}, {"group", "Q4", "C<n>"});
   expect_bad({{"eval_groups", {"C4", "X"}}}, {"eval_groups", "X"});
+  expect_bad({{"eval_groups", "C4"}}, {"key \"eval_groups\": expected a list of strings, got \"C4\""});
   expect_bad({{"lambda", -1.0}}, {"lambda", "-1"});
   expect_bad({{"fraction", 0.0}}, {"fraction", "(0, 1]"});
   expect_bad({{"fraction", 1.5}}, {"fraction", "1.5", "(0, 1]"});

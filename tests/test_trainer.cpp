@@ -130,6 +130,8 @@ TEST(Config, UnknownKeysWrongTypesAndRangesNameTheKey) {
   EXPECT_NE(message({{"optimizer", "adma"}}).find("got \"adma\" (did you mean \"adam\"?)"), std::string::npos)
       << message({{"optimizer", "adma"}});
   EXPECT_NE(message({{"epochs", 0}}).find("expected an integer in [1, 10000], got 0"), std::string::npos) << message({{"epochs", 0}});
+  EXPECT_NE(message({{"milestones", "2"}}).find("expected a list of integers in [1, 10000], got \"2\""), std::string::npos)
+      << message({{"milestones", "2"}});
   EXPECT_NE(message({{"epochs", "3"}}).find("\"epochs\""), std::string::npos);
   EXPECT_NE(message({{"epochs", 0}}).find("in [1, 10000]"), std::string::npos);
   EXPECT_NE(message({{"optimizer", "rmsprop"}}).find("\"adam\""), std::string::npos);

@@ -95,7 +95,8 @@ nlohmann::json ConfigSchema::resolve(const nlohmann::json& user) const {
     }
     const nlohmann::json& v = user.at(f.key);
     const char* article = f.type == Type::Int ? "an " : "a ";
-    const std::string expect = str_cat("expected ", article, type_name(f.type), " ", range_str(f), ", got ", v.dump());
+    const std::string range = range_str(f);
+    const std::string expect = str_cat("expected ", article, type_name(f.type), range.empty() ? "" : " " + range, ", got ", v.dump());
     auto in_range = [&](double x) { return x >= f.min && x <= f.max; };
     switch (f.type) {
       case Type::Int:
