@@ -619,6 +619,12 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     expect_error([&] { run_study(study, only); }, {"unknown regime \"75%\"", "regimes: \"50%\""});
     write_study_report(study);
   }
+  // A study with nothing run yet has no report: the error says so.
+  {
+    nlohmann::json empty = study;
+    empty["out_dir"] = dir + "/empty_study";
+    expect_error([&] { write_study_report(empty); }, {"empty_study has no finished pretraining", "orbit study --plan"});
+  }
   // Bad study configs are refused before any work.
   nlohmann::json bad = study;
   bad["methods"][1]["cv"] = "yes";

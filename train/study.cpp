@@ -452,6 +452,9 @@ std::string format_study_status(const nlohmann::json& st) {
 nlohmann::json write_study_report(const nlohmann::json& study) {
   const Plan p = make_plan(study);
   const std::string weights = p.out_dir + "/pretrain/model.safetensors";
+  ORBIT_CHECK(fs::exists(p.out_dir + "/pretrain/results.json"), "report: the study in ", p.out_dir,
+              " has no finished pretraining (", p.out_dir, "/pretrain/results.json), so nothing to report yet; "
+              "`orbit study` runs it (`orbit study --plan` lists what is left)");
   const nlohmann::json pre = read_json_file(p.out_dir + "/pretrain/results.json");
   const nlohmann::json ft = resolve_run_config(merged(p.study["finetune"], {{"out_dir", "x"}}));
   const std::vector<std::string> eval_groups = ft["eval_groups"].get<std::vector<std::string>>();
