@@ -637,6 +637,36 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad = study;
   bad["regimes"][0]["fraction"] = 0;
   expect_error([&] { resolve_study_config(bad); }, {"fraction", "(0, 1]"});
+  // Keys the study sets for every run are refused where they would be overridden without a word, and
+  // so are names that would share a directory and repeated seeds or regimes.
+  bad = study;
+  bad["methods"][1]["set"]["seed"] = 5;
+  expect_error([&] { resolve_study_config(bad); }, {"method \"ours\": key \"set\" must not set \"seed\" (got 5)", "\"seeds\""});
+  bad = study;
+  bad["methods"][0]["set"] = {{"out_dir", "elsewhere"}};
+  expect_error([&] { resolve_study_config(bad); }, {"method \"plain\": key \"set\" must not set \"out_dir\""});
+  bad = study;
+  bad["regimes"][0]["set"]["fraction"] = 0.2;
+  expect_error([&] { resolve_study_config(bad); }, {"regime \"50%\": key \"set\" must not set \"fraction\" (got 0.2)", "each regime's \"fraction\""});
+  bad = study;
+  bad["finetune"]["weights"] = "w.safetensors";
+  expect_error([&] { resolve_study_config(bad); }, {"key \"finetune\" must not set \"weights\"", "its own pretrained model"});
+  bad = study;
+  bad["pretrain"]["out_dir"] = "pre";
+  expect_error([&] { resolve_study_config(bad); }, {"key \"pretrain\" must not set \"out_dir\"", "out_dir/pretrain"});
+  bad = study;
+  bad["methods"][0]["name"] = "ours?";
+  bad["methods"][1]["name"] = "ours!";
+  expect_error([&] { resolve_study_config(bad); }, {"methods \"ours?\" and \"ours!\" would share the directory \"ours_\"", "rename one"});
+  bad = study;
+  bad["regimes"].push_back({{"name", "50pct"}, {"fraction", 0.25}});
+  expect_error([&] { resolve_study_config(bad); }, {"regimes \"50%\" and \"50pct\" would share the directory \"50pct\""});
+  bad = study;
+  bad["regimes"].push_back({{"name", "50%"}, {"fraction", 0.25}});
+  expect_error([&] { resolve_study_config(bad); }, {"regime \"50%\" appears twice"});
+  bad = study;
+  bad["seeds"] = {0, 1, 0};
+  expect_error([&] { resolve_study_config(bad); }, {"seed 0 appears twice in [0,1,0]"});
   bad = study;
   bad["seed"] = {0};
   expect_error([&] { resolve_study_config(bad); }, {"study config: unknown key \"seed\" (did you mean \"seeds\"?)"});

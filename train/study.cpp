@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <map>
 #include <set>
 
 #include "data/dataset.h"
@@ -60,6 +61,29 @@ struct Plan {
   int64_t cv_seed = 0;
 };
 
+// The run-config keys a study sets itself for every run; one set in "finetune", a method's or a
+// regime's "set" would be overridden without a word, so it is refused, saying what sets it.
+void check_study_owned_keys(const nlohmann::json& cfg, const std::string& where) {
+  static const std::pair<const char*, const char*> kOwned[] = {
+      {"out_dir", "the study puts each run under its own out_dir"},
+      {"seed", "the study's \"seeds\" (and \"cv_seed\") set it"},
+      {"weights", "the study fine-tunes its own pretrained model"},
+      {"fraction", "each regime's \"fraction\" sets it"}};
+  for (const auto& [key, why] : kOwned)
+    ORBIT_CHECK(!cfg.contains(key), "study config: ", where, " must not set \"", key, "\" (got ", cfg[key].dump(), "): ", why);
+}
+
+// Two names (of methods, or of regimes) that would share a directory under the study's out_dir.
+void check_distinct_dirs(const nlohmann::json& list, const char* what) {
+  std::map<std::string, std::string> by_dir;
+  for (const auto& e : list) {
+    const std::string name = e["name"].get<std::string>();
+    const auto [it, fresh] = by_dir.emplace(slug(name), name);
+    ORBIT_CHECK(fresh, "study config: ", what, "s \"", it->second, "\" and \"", name, "\" would share the directory \"", it->first,
+                "\" (a name keeps letters, digits, '-', '_' and '.', % as \"pct\", and turns anything else into '_'); rename one");
+  }
+}
+
 Plan make_plan(const nlohmann::json& s) {
   ORBIT_CHECK(s.is_object(), "study config: expected a JSON object, got ", s.type_name());
   for (auto& [k, v] : s.items()) {
@@ -80,10 +104,14 @@ Plan make_plan(const nlohmann::json& s) {
   p.out_dir = s["out_dir"];
   ORBIT_CHECK(s["pretrain"].is_object(), "study config: key \"pretrain\": expected a run config object, got ", s["pretrain"].dump());
   ORBIT_CHECK(s["finetune"].is_object(), "study config: key \"finetune\": expected a run config object, got ", s["finetune"].dump());
-  ORBIT_CHECK(!s["finetune"].contains("weights"), "study config: key \"finetune\" must not set \"weights\": the study fine-tunes its own pretrained model");
+  check_study_owned_keys(s["finetune"], "key \"finetune\"");
+  ORBIT_CHECK(!s["pretrain"].contains("out_dir"), "study config: key \"pretrain\" must not set \"out_dir\" (got ",
+              s["pretrain"]["out_dir"].dump(), "): the study pretrains in its out_dir/pretrain");
   ORBIT_CHECK(s["seeds"].is_array() && !s["seeds"].empty(), "study config: key \"seeds\": expected a non-empty list of integers, got ", s["seeds"].dump());
   for (const auto& v : s["seeds"]) {
     ORBIT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, "study config: key \"seeds\": expected integers >= 0, got ", v.dump());
+    ORBIT_CHECK(std::find(p.seeds.begin(), p.seeds.end(), v.get<int64_t>()) == p.seeds.end(), "study config: key \"seeds\": seed ",
+                v.dump(), " appears twice in ", s["seeds"].dump());
     p.seeds.push_back(v.get<int64_t>());
   }
   p.cv_seed = s.value("cv_seed", p.seeds[0]);
@@ -101,13 +129,16 @@ Plan make_plan(const nlohmann::json& s) {
     for (auto& [k, v] : m.items())
       ORBIT_CHECK(k == "name" || k == "set" || k == "cv", "study config: method \"", m["name"].get<std::string>(), "\": unknown key \"", k, "\"", did_you_mean(k, {"name", "set", "cv"}), "; allowed: name, set, cv");
     ORBIT_CHECK(method_names.insert(m["name"].get<std::string>()).second, "study config: method \"", m["name"].get<std::string>(), "\" appears twice");
+    if (m.contains("set") && m["set"].is_object()) check_study_owned_keys(m["set"], str_cat("method \"", m["name"].get<std::string>(), "\": key \"set\""));
   }
   std::set<std::string> regime_names;
   for (const auto& r : s["regimes"]) {
     ORBIT_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && r.contains("fraction") && r["fraction"].is_number(),
                 "study config: key \"regimes\": each regime needs {\"name\": string, \"fraction\": number}, got ", r.dump());
-    regime_names.insert(r["name"].get<std::string>());
+    ORBIT_CHECK(regime_names.insert(r["name"].get<std::string>()).second, "study config: regime \"", r["name"].get<std::string>(), "\" appears twice");
   }
+  check_distinct_dirs(s["methods"], "method");
+  check_distinct_dirs(s["regimes"], "regime");
   // "cv": true cross-validates lambda in every regime, a list of regime names only in those (the others
   // train at the lambda the method sets), false or absent in none.
   auto cross_validated = [&](const nlohmann::json& m, const std::string& regime) {
@@ -139,6 +170,7 @@ Plan make_plan(const nlohmann::json& s) {
                   "\": unknown key \"", k, "\"", did_you_mean(k, {"name", "fraction", "set"}), "; allowed: name, fraction, set");
     ORBIT_CHECK(!r.contains("set") || r["set"].is_object(), "study config: regime \"", r["name"].get<std::string>(),
                 "\": key \"set\": expected an object of run-config keys, got ", r.value("set", nlohmann::json()).dump());
+    if (r.contains("set")) check_study_owned_keys(r["set"], str_cat("regime \"", r["name"].get<std::string>(), "\": key \"set\""));
     for (const auto& m : s["methods"]) {
       Plan::Run run;
       run.regime = r["name"];
