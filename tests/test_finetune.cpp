@@ -665,6 +665,23 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad["regimes"].push_back({{"name", "50%"}, {"fraction", 0.25}});
   expect_error([&] { resolve_study_config(bad); }, {"regime \"50%\" appears twice"});
   bad = study;
+  bad["regimes"][0]["name"] = "";
+  expect_error([&] { resolve_study_config(bad); }, {"each regime needs {\"name\": string", "\"name\":\"\""});
+  bad = study;
+  bad["methods"][0]["name"] = "";
+  expect_error([&] { resolve_study_config(bad); }, {"each method needs a non-empty \"name\""});
+  for (const auto& [key, value, parts] : std::vector<std::tuple<std::string, nlohmann::json, std::vector<std::string>>>{
+           {"cv_seed", "x", {"key \"cv_seed\": expected an integer >= 0, got \"x\""}},
+           {"cv_seed", -1, {"key \"cv_seed\": expected an integer >= 0, got -1"}},
+           {"grid_images", "many", {"key \"grid_images\": expected an integer >= 0", "got \"many\""}},
+           {"grid_images", -3, {"key \"grid_images\"", "got -3"}},
+           {"name", 5, {"key \"name\": expected a string, got 5"}},
+           {"description", {1}, {"key \"description\": expected a string, got [1]"}}}) {
+    bad = study;
+    bad[key] = value;
+    expect_error([&] { resolve_study_config(bad); }, parts);
+  }
+  bad = study;
   bad["seeds"] = {0, 1, 0};
   expect_error([&] { resolve_study_config(bad); }, {"seed 0 appears twice in [0,1,0]"});
   bad = study;

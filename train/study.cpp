@@ -114,6 +114,13 @@ Plan make_plan(const nlohmann::json& s) {
                 v.dump(), " appears twice in ", s["seeds"].dump());
     p.seeds.push_back(v.get<int64_t>());
   }
+  ORBIT_CHECK(!s.contains("cv_seed") || (s["cv_seed"].is_number_integer() && s["cv_seed"].get<int64_t>() >= 0),
+              "study config: key \"cv_seed\": expected an integer >= 0, got ", s.value("cv_seed", nlohmann::json()).dump());
+  ORBIT_CHECK(!s.contains("grid_images") || (s["grid_images"].is_number_integer() && s["grid_images"].get<int64_t>() >= 0),
+              "study config: key \"grid_images\": expected an integer >= 0 (how many test images, one per class, the "
+              "report's grid shows; 0: no grid), got ", s.value("grid_images", nlohmann::json()).dump());
+  for (const char* k : {"name", "description"})
+    ORBIT_CHECK(!s.contains(k) || s[k].is_string(), "study config: key \"", k, "\": expected a string, got ", s[k].dump());
   p.cv_seed = s.value("cv_seed", p.seeds[0]);
   p.pretrain = merged(s["pretrain"], {{"out_dir", p.out_dir + "/pretrain"}});
   try {
@@ -125,7 +132,8 @@ Plan make_plan(const nlohmann::json& s) {
   ORBIT_CHECK(s["methods"].is_array() && !s["methods"].empty(), "study config: key \"methods\": expected a non-empty list of {\"name\", \"set\", \"cv\"}, got ", s["methods"].dump());
   std::set<std::string> method_names;
   for (const auto& m : s["methods"]) {
-    ORBIT_CHECK(m.is_object() && m.contains("name") && m["name"].is_string(), "study config: key \"methods\": each method needs a \"name\", got ", m.dump());
+    ORBIT_CHECK(m.is_object() && m.contains("name") && m["name"].is_string() && !m["name"].get<std::string>().empty(),
+                "study config: key \"methods\": each method needs a non-empty \"name\", got ", m.dump());
     for (auto& [k, v] : m.items())
       ORBIT_CHECK(k == "name" || k == "set" || k == "cv", "study config: method \"", m["name"].get<std::string>(), "\": unknown key \"", k, "\"", did_you_mean(k, {"name", "set", "cv"}), "; allowed: name, set, cv");
     ORBIT_CHECK(method_names.insert(m["name"].get<std::string>()).second, "study config: method \"", m["name"].get<std::string>(), "\" appears twice");
@@ -133,7 +141,8 @@ Plan make_plan(const nlohmann::json& s) {
   }
   std::set<std::string> regime_names;
   for (const auto& r : s["regimes"]) {
-    ORBIT_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && r.contains("fraction") && r["fraction"].is_number(),
+    ORBIT_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && !r["name"].get<std::string>().empty() &&
+                    r.contains("fraction") && r["fraction"].is_number(),
                 "study config: key \"regimes\": each regime needs {\"name\": string, \"fraction\": number}, got ", r.dump());
     ORBIT_CHECK(regime_names.insert(r["name"].get<std::string>()).second, "study config: regime \"", r["name"].get<std::string>(), "\" appears twice");
   }
