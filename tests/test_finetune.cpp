@@ -149,6 +149,14 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"angle_test_fraction", 0.0}}, {"angle_test_fraction", "(0, 1]"});
   expect_bad({{"weights", dir + "/missing.safetensors"}}, {"weights", "missing.safetensors", "does not exist"});
   expect_bad({{"freeze", {"layer1.", "layr2."}}}, {"run config: key \"freeze\"", "'layr2.' (did you mean \"layer2.\"?)", "\"layer4.\""});
+  {  // an out_dir that cannot be a folder: a file is in the way
+    write_text_file(dir + "/a_file", "x");
+    nlohmann::json c = tiny_config(dir + "/a_file/run");
+    expect_error([&] { run_training(c, tiny_options()); }, {"key \"out_dir\": cannot create the output folder", "a_file/run"});
+    c["out_dir"] = dir + "/a_file";
+    expect_error([&] { run_training(c, tiny_options()); }, {"key \"out_dir\": cannot create the output folder", "a_file\" ("});
+    expect_error([&] { read_json_file(dir + "/none.json"); }, {"none.json (no such file)"});
+  }
   expect_bad({{"group", "trivial"}, {"lambda", 1.0}}, {"\"lambda\": 1.0", "\"trivial\" (C1)", "only element is the identity"});
   {  // the same of a cross-validation's grid point, before any fold run
     nlohmann::json c = tiny_config(dir + "/sweep");

@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "engine/error.h"
@@ -157,9 +158,16 @@ std::string ConfigSchema::describe() const {
   return s;
 }
 
+void make_output_dir(const std::string& dir, const std::string& what) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  ORBIT_CHECK(!ec && std::filesystem::is_directory(dir), what, ": cannot create the output folder \"", dir, "\" (",
+              ec ? ec.message() : "a file of that name is in the way", ")");
+}
+
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
-  ORBIT_CHECK(in.good(), "cannot open JSON file ", path);
+  ORBIT_CHECK(in.good(), "cannot open JSON file ", path, std::filesystem::exists(path) ? " (it exists but cannot be read)" : " (no such file)");
   try {
     return nlohmann::json::parse(in);
   } catch (const nlohmann::json::parse_error& e) {

@@ -46,6 +46,9 @@ class ConfigSchema {
   std::vector<Field> fields_;
 };
 
+// Creates the folder `dir` (and its parents) where `what` writes its output; an error naming `what`, the
+// folder and the reason when it cannot (a file in the way, no permission).
+void make_output_dir(const std::string& dir, const std::string& what);
 // Reads a JSON file, naming the file and the parse error position on failure.
 nlohmann::json read_json_file(const std::string& path);
 // Writes text atomically (temporary file, then rename), so a crash never leaves half a file.

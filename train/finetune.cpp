@@ -574,7 +574,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   Task task = load_task(c, options);
   check_group_fits(G, task.train, "group");
   for (const auto& eg : eval_groups) check_group_fits(eg, task.train, "eval_groups");
-  fs::create_directories(out_dir);
+  make_output_dir(out_dir, "run config: key \"out_dir\"");
   const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
 
   Generator gen(seed);
@@ -819,7 +819,7 @@ std::vector<CvFoldRun> cv_fold_runs(const nlohmann::json& user_config) {
 nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOptions& options) {
   const nlohmann::json c = resolve_run_config(user_config);
   const std::string out_dir = c["out_dir"];
-  fs::create_directories(out_dir);
+  make_output_dir(out_dir, "run config: key \"out_dir\"");
   write_json_file(out_dir + "/config.json", c);
   // The folds are drawn from the task's training set (after the class selection and the fraction).
   RunOptions probe = options;

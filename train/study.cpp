@@ -329,7 +329,7 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
   const Plan p = make_plan(study);
   check_selection(options.regimes, study["regimes"], "regime");
   check_selection(options.methods, study["methods"], "method");
-  fs::create_directories(p.out_dir);
+  make_output_dir(p.out_dir, "study config: key \"out_dir\"");
   write_json_file(p.out_dir + "/study.json", study);
   RunOptions ro;
   ro.resume = options.resume;
