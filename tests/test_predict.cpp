@@ -189,6 +189,19 @@ TEST(Predict, OrbitModelMetadataAndBadOptions) {
   EXPECT_NE(std::system((cli + " --image > " + out + " 2>&1").c_str()), 0);
   EXPECT_NE(testing::read_file_bytes(out).find("option --image needs a value"), std::string::npos) << testing::read_file_bytes(out);
   EXPECT_EQ(std::system((cli + " --image " + dir.file("x.png") + " --json > " + out + " 2>&1").c_str()), 0) << testing::read_file_bytes(out);
+  // `orbit evaluate --weights` takes the architecture from the file's metadata, and a file that answers
+  // for another number of classes than the dataset has is refused, pointing to the run-config form.
+  for (const char* split : {"train", "test"})
+    for (const char* cls : {"a", "b"}) {
+      std::filesystem::create_directories(dir.file(std::string("ds/") + split + "/" + cls));
+      data::write_png(dir.file(std::string("ds/") + split + "/" + cls + "/0.png"), Tensor::from_vector(grey, {1, 28, 28}));
+    }
+  const std::string ev = std::string(ORBIT_BINARY_DIR) + "/orbit evaluate --weights " + w + " --dataset folder:" + dir.file("ds");
+  EXPECT_NE(std::system((ev + " > " + out + " 2>&1").c_str()), 0);
+  EXPECT_NE(testing::read_file_bytes(out).find("answers for 3 classes [\"cat\", \"dog\", \"eel\"], but folder:"), std::string::npos)
+      << testing::read_file_bytes(out);
+  EXPECT_NE(testing::read_file_bytes(out).find("has 2; the weights of a run on some of the classes are evaluated with the run's config: "
+                                               "orbit evaluate --config "), std::string::npos) << testing::read_file_bytes(out);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 //   orbit help | --help | version
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -30,6 +31,7 @@
 #include "train/report.h"
 #include "train/study.h"
 #include "train/trainer.h"
+#include "weights/safetensors.h"
 #include "weights/weights.h"
 #ifdef ORBIT_WITH_CUDA
 #include "engine/cuda/cuda_backend.h"
@@ -347,7 +349,10 @@ int cmd_evaluate(int argc, char** argv) {
   apply_threads(a);
   if (a.opts.count("config")) return cmd_evaluate_run(a);
   ORBIT_CHECK(a.opts.count("weights"), "evaluate: --weights FILE is required");
-  const std::string model_name = a.opts.count("model") ? a.opts["model"] : "small_cnn";
+  // A file written by orbit names its architecture (and, for a run on some classes, those classes).
+  Metadata meta;
+  load_safetensors(a.opts["weights"], &meta);
+  const std::string model_name = a.opts.count("model") ? a.opts["model"] : meta.count("model") ? meta["model"] : "small_cnn";
   const std::string dataset = a.opts.count("dataset") ? a.opts["dataset"] : "fashion-mnist";
   const std::string root = a.opts.count("data-dir") ? a.opts["data-dir"] : "data";
   const std::string split_s = a.opts.count("split") ? a.opts["split"] : "test";
@@ -356,6 +361,13 @@ int cmd_evaluate(int argc, char** argv) {
   const auto stats = data::channel_stats(train);
   const auto ds = (split_s == "train" ? train : data::load_dataset(dataset, data::Split::Test, root))
                       .normalized(stats.mean, stats.std);
+  if (meta.count("num_classes") && std::stoll(meta["num_classes"]) != ds.num_classes()) {
+    const std::string dir = std::filesystem::path(a.opts["weights"]).parent_path().string();
+    throw Error(str_cat("evaluate: ", a.opts["weights"], " answers for ", meta["num_classes"], " classes",
+                        meta.count("classes") ? " " + meta["classes"] : std::string(), ", but ", dataset, " has ", ds.num_classes(),
+                        "; the weights of a run on some of the classes are evaluated with the run's config: orbit evaluate --config ",
+                        dir.empty() ? "." : dir, "/config.json --weights ", a.opts["weights"]));
+  }
   ModelOptions mo;
   mo.num_classes = ds.num_classes();
   mo.in_channels = ds.channels();
