@@ -758,6 +758,17 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   EXPECT_NE(std::system((cli + " study --confg x > " + dir + "/option.txt 2>&1").c_str()), 0);
   EXPECT_NE(read_file_bytes(dir + "/option.txt").find("unknown option --confg (did you mean \"--config\"?)"), std::string::npos)
       << read_file_bytes(dir + "/option.txt");
+  // Numbers on the command line are read whole: "2x" is not 2, and "1/2/3" is not the shard 1/2.
+  write_json_file(dir + "/study_config.json", study);
+  const std::string sc = " study --plan --config " + dir + "/study_config.json";
+  for (const auto& [args, want] : std::vector<std::pair<std::string, std::string>>{
+           {sc + " --threads 2x", "--threads expects a positive integer (at most 4096), got '2x'"},
+           {sc + " --threads 0", "--threads expects a positive integer (at most 4096), got '0'"},
+           {sc + " --shard 1/2/3", "--shard expects INDEX/COUNT such as 0/8, got '1/2/3'"},
+           {sc + " --shard 2/2", "--shard expects INDEX/COUNT with 0 <= INDEX < COUNT, got '2/2'"}}) {
+    EXPECT_NE(std::system((cli + args + " > " + dir + "/number.txt 2>&1").c_str()), 0) << args;
+    EXPECT_NE(read_file_bytes(dir + "/number.txt").find(want), std::string::npos) << read_file_bytes(dir + "/number.txt");
+  }
   // An unknown command fails, naming the closest command, and prints the usage.
   EXPECT_NE(std::system((cli + " finetun > " + dir + "/command.txt 2>&1").c_str()), 0);
   EXPECT_NE(read_file_bytes(dir + "/command.txt").find("error: unknown command 'finetun' (did you mean \"finetune\"?)\n\norbit: equivariant fine-tuning engine"),

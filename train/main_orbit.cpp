@@ -143,16 +143,27 @@ bool has_flag(const Args& a, const std::string& f) {
   return std::find(a.flags.begin(), a.flags.end(), f) != a.flags.end();
 }
 
+// The whole of `v` as an integer >= 0 ("2x" and "1/2/3" are not one).
+int64_t parse_size(const std::string& option, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used == v.size() && n >= 0) return n;
+  } catch (...) {
+  }
+  throw Error(str_cat("--", option, " expects a non-negative integer, got '", v, "'"));
+}
+
 void apply_threads(const Args& a) {
   auto it = a.opts.find("threads");
   if (it == a.opts.end()) return;
-  int n = 0;
+  int64_t n = 0;
   try {
-    n = std::stoi(it->second);
-  } catch (...) {
-    throw Error(str_cat("--threads expects a positive integer, got '", it->second, "'"));
+    n = parse_size("threads", it->second);
+  } catch (const Error&) {
   }
-  set_num_threads(n);
+  ORBIT_CHECK(n >= 1 && n <= 4096, "--threads expects a positive integer (at most 4096), got '", it->second, "'");
+  set_num_threads(static_cast<int>(n));
 }
 
 nlohmann::json load_config(Args& a) {
@@ -214,8 +225,8 @@ int cmd_study(const std::string& cmd, int argc, char** argv) {
       const auto slash = v.find('/');
       try {
         ORBIT_CHECK(slash != std::string::npos, "");
-        o.shard_index = std::stoll(v.substr(0, slash));
-        o.shard_count = std::stoll(v.substr(slash + 1));
+        o.shard_index = parse_size("shard", v.substr(0, slash));
+        o.shard_count = parse_size("shard", v.substr(slash + 1));
       } catch (...) {
         throw Error(str_cat("--shard expects INDEX/COUNT such as 0/8, got '", v, "'"));
       }
@@ -262,16 +273,6 @@ std::vector<double> parse_numbers(const std::string& option, const std::string& 
     i = j + 1;
   }
   return out;
-}
-
-int64_t parse_size(const std::string& option, const std::string& v) {
-  try {
-    size_t used = 0;
-    const long long n = std::stoll(v, &used);
-    if (used == v.size() && n >= 0) return n;
-  } catch (...) {
-  }
-  throw Error(str_cat("--", option, " expects a non-negative integer, got '", v, "'"));
 }
 
 int cmd_predict(int argc, char** argv) {
