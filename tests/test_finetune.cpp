@@ -591,11 +591,15 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     {
       nlohmann::json wider = study;
       wider["methods"][1]["set"]["lambda_grid"] = {1.0, 3.0, 10.0};
-      const nlohmann::json w = study_status(wider, so);
-      EXPECT_EQ(w["runs"][1]["cv"], nlohmann::json({{"fold_runs", 6}, {"finished", 4}}));
-      EXPECT_EQ(w["runs"][1]["seeds"]["after_cv"], true);
-      EXPECT_EQ(w["to_run"]["cv_fold_runs"], 2);
-      EXPECT_EQ(w["to_run"]["methods_waiting_for_cv"], 1);
+      // "ours" waits for its cross-validation to choose, with these fold runs (of them finished, to run).
+      const auto expect_waiting = [&](const nlohmann::json& config, int64_t fold_runs, int64_t finished) {
+        const nlohmann::json st = study_status(config, so);
+        EXPECT_EQ(st["runs"][1]["cv"], nlohmann::json({{"fold_runs", fold_runs}, {"finished", finished}}));
+        EXPECT_EQ(st["runs"][1]["seeds"]["after_cv"], true);
+        EXPECT_EQ(st["to_run"]["cv_fold_runs"], fold_runs - finished);
+        EXPECT_EQ(st["to_run"]["methods_waiting_for_cv"], 1);
+      };
+      expect_waiting(wider, 6, 4);
       // The report does not take the choice of the cv.json of the older grid: the seed of "ours" here
       // (the other one is away) is named as of another config, not averaged in.
       write_study_report(wider);
@@ -606,11 +610,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
       // the other grid, so the seeds still wait for the study to choose again.
       nlohmann::json narrower = study;
       narrower["methods"][1]["set"]["lambda_grid"] = {3.0};
-      const nlohmann::json nw = study_status(narrower, so);
-      EXPECT_EQ(nw["runs"][1]["cv"], nlohmann::json({{"fold_runs", 2}, {"finished", 2}}));
-      EXPECT_EQ(nw["runs"][1]["seeds"]["after_cv"], true);
-      EXPECT_EQ(nw["to_run"]["cv_fold_runs"], 0);
-      EXPECT_EQ(nw["to_run"]["methods_waiting_for_cv"], 1);
+      expect_waiting(narrower, 2, 2);
       write_study_report(study);
     }
     run_study(study, only);
@@ -672,6 +672,9 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad = study;
   bad["regimes"].push_back({{"name", "50%"}, {"fraction", 0.25}});
   expect_error([&] { resolve_study_config(bad); }, {"regime \"50%\" appears twice"});
+  bad = study;
+  bad["methods"].push_back({{"name", "plain"}});
+  expect_error([&] { resolve_study_config(bad); }, {"method \"plain\" appears twice"});
   bad = study;
   bad["regimes"][0]["name"] = "";
   expect_error([&] { resolve_study_config(bad); }, {"each regime needs {\"name\": string", "\"name\":\"\""});

@@ -73,12 +73,14 @@ void check_study_owned_keys(const nlohmann::json& cfg, const std::string& where)
     ORBIT_CHECK(!cfg.contains(key), "study config: ", where, " must not set \"", key, "\" (got ", cfg[key].dump(), "): ", why);
 }
 
-// Two names (of methods, or of regimes) that would share a directory under the study's out_dir.
+// Each method (or regime) has a directory of its own under the study's out_dir: a name that appears
+// twice, or two names that would share a directory, are refused.
 void check_distinct_dirs(const nlohmann::json& list, const char* what) {
   std::map<std::string, std::string> by_dir;
   for (const auto& e : list) {
     const std::string name = e["name"].get<std::string>();
     const auto [it, fresh] = by_dir.emplace(slug(name), name);
+    ORBIT_CHECK(fresh || it->second != name, "study config: ", what, " \"", name, "\" appears twice");
     ORBIT_CHECK(fresh, "study config: ", what, "s \"", it->second, "\" and \"", name, "\" would share the directory \"", it->first,
                 "\" (a name keeps letters, digits, '-', '_' and '.', % as \"pct\", and turns anything else into '_'); rename one");
   }
@@ -130,13 +132,11 @@ Plan make_plan(const nlohmann::json& s) {
   }
   ORBIT_CHECK(s["regimes"].is_array() && !s["regimes"].empty(), "study config: key \"regimes\": expected a non-empty list of {\"name\", \"fraction\", \"set\"}, got ", s["regimes"].dump());
   ORBIT_CHECK(s["methods"].is_array() && !s["methods"].empty(), "study config: key \"methods\": expected a non-empty list of {\"name\", \"set\", \"cv\"}, got ", s["methods"].dump());
-  std::set<std::string> method_names;
   for (const auto& m : s["methods"]) {
     ORBIT_CHECK(m.is_object() && m.contains("name") && m["name"].is_string() && !m["name"].get<std::string>().empty(),
                 "study config: key \"methods\": each method needs a non-empty \"name\", got ", m.dump());
     for (auto& [k, v] : m.items())
       ORBIT_CHECK(k == "name" || k == "set" || k == "cv", "study config: method \"", m["name"].get<std::string>(), "\": unknown key \"", k, "\"", did_you_mean(k, {"name", "set", "cv"}), "; allowed: name, set, cv");
-    ORBIT_CHECK(method_names.insert(m["name"].get<std::string>()).second, "study config: method \"", m["name"].get<std::string>(), "\" appears twice");
     if (m.contains("set") && m["set"].is_object()) check_study_owned_keys(m["set"], str_cat("method \"", m["name"].get<std::string>(), "\": key \"set\""));
   }
   std::set<std::string> regime_names;
@@ -144,7 +144,7 @@ Plan make_plan(const nlohmann::json& s) {
     ORBIT_CHECK(r.is_object() && r.contains("name") && r["name"].is_string() && !r["name"].get<std::string>().empty() &&
                     r.contains("fraction") && r["fraction"].is_number(),
                 "study config: key \"regimes\": each regime needs {\"name\": string, \"fraction\": number}, got ", r.dump());
-    ORBIT_CHECK(regime_names.insert(r["name"].get<std::string>()).second, "study config: regime \"", r["name"].get<std::string>(), "\" appears twice");
+    regime_names.insert(r["name"].get<std::string>());
   }
   check_distinct_dirs(s["methods"], "method");
   check_distinct_dirs(s["regimes"], "regime");
@@ -497,6 +497,13 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
               " has no finished pretraining (", p.out_dir, "/pretrain/results.json), so nothing to report yet; "
               "`orbit study` runs it (`orbit study --plan` lists what is left)");
   const nlohmann::json pre = read_json_file(p.out_dir + "/pretrain/results.json");
+  // The config each run is planned with (nothing while its cross-validation has not chosen yet), read
+  // once for the table, the CV curves and the image grid.
+  std::vector<std::optional<nlohmann::json>> planned_of;
+  for (const Plan::Run& run : p.runs) planned_of.push_back(planned_config(p, run, weights));
+  const auto planned_for = [&](const Plan::Run& run) -> const std::optional<nlohmann::json>& {
+    return planned_of[static_cast<size_t>(&run - p.runs.data())];
+  };
   const nlohmann::json ft = resolve_run_config(merged(p.study["finetune"], {{"out_dir", "x"}}));
   const std::vector<std::string> eval_groups = ft["eval_groups"].get<std::vector<std::string>>();
 
@@ -533,7 +540,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       std::vector<double> angles;
       int64_t passes = 1;
       int64_t n = 0, stale = 0;
-      const std::optional<nlohmann::json> planned = planned_config(p, run, weights);
+      const std::optional<nlohmann::json>& planned = planned_for(run);
       for (int64_t seed : p.seeds) {
         if (!fs::exists(seed_dir(run, seed) + "/results.json")) continue;
         // Only a run of the config the study plans counts: one left from another lambda (a changed grid
@@ -547,8 +554,9 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         const auto& m = r["metrics"];
         up.push_back(m["accuracy"]);
         for (const auto& g : eval_groups) {
-          orb[g].push_back(orbit_metrics(m, g).at("orbit_accuracy"));
-          cons[g].push_back(orbit_metrics(m, g).at("consistency"));
+          const nlohmann::json& om = orbit_metrics(m, g);
+          orb[g].push_back(om.at("orbit_accuracy"));
+          cons[g].push_back(om.at("consistency"));
         }
         err.push_back(orbit_metrics(m, eval_groups[0]).at("equivariance_error"));
         secs.push_back(r["train_seconds"]);
@@ -593,7 +601,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       md += "\n![accuracy against angle](" + slug(regime) + "/angle.svg)\n\n";
     }
     for (const Plan::Run& run : p.runs)  // the curves of a cross-validation of the config's grid only
-      if (run.regime == regime && run.cv && fs::exists(run.dir + "/cv.svg") && planned_config(p, run, weights)) {
+      if (run.regime == regime && run.cv && fs::exists(run.dir + "/cv.svg") && planned_for(run)) {
         const std::string rel = slug(regime) + "/" + slug(run.method);
         md += "Cross-validation of λ for " + run.method + ": ![cv](" + rel + "/cv.svg) ![equivariance error against λ](" + rel +
               "/cv_equivariance.svg)\n\n";
@@ -614,7 +622,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       int64_t without_weights = 0;  // methods whose first seed finished but whose weights are not here
       for (const Plan::Run& run : p.runs) {
         if (run.regime != regime) continue;
-        const std::optional<nlohmann::json> planned = planned_config(p, run, weights);
+        const std::optional<nlohmann::json>& planned = planned_for(run);
         if (!planned || !finished_results(seed_config(*planned, run, p.seeds[0]))) continue;
         if (fs::exists(seed_dir(run, p.seeds[0]) + "/model.safetensors"))
           drawn.push_back(&run);
