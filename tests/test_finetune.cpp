@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "data/image_io.h"
+#include "data/split.h"
 #include "data/transforms.h"
 #include "engine/ops.h"
 #include "layers/module.h"
@@ -25,6 +26,7 @@
 #endif
 #include "train/config.h"
 #include "train/finetune.h"
+#include "train/predict.h"
 #include "train/study.h"
 #include "train/trainer.h"
 #include "weights/weights.h"
@@ -425,6 +427,17 @@ TEST(Finetune, CrossValidationRules) {
   expect_error([&] { choose_cv_point(nlohmann::json::array(), "best"); }, {"no grid points"});
 }
 
+// The report's image grid shows the largest group of rotations and reflections among the evaluation
+// groups; translations only when every group shifts the image.
+TEST(Finetune, ReportGridGroupPrefersRotationsToShifts) {
+  EXPECT_EQ(report_grid_group({"C4", "C8"}), "C8");
+  EXPECT_EQ(report_grid_group({"C4", "D4", "T4"}), "D4");  // T4 has 16 elements, D4 8
+  EXPECT_EQ(report_grid_group({"T4", "C4"}), "C4");
+  EXPECT_EQ(report_grid_group({"T2", "T4xC4"}), "T4xC4");
+  EXPECT_EQ(report_grid_group({"C8", "D4"}), "C8");  // the first of equals
+  expect_error([] { report_grid_group({}); }, {"no evaluation groups"});
+}
+
 TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   // An image-folder dataset on disk, so the CLI can read it.
   const std::string dir = temp_dir("study");
@@ -695,6 +708,20 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad = study;
   bad["seeds"] = {0, 1, 0};
   expect_error([&] { resolve_study_config(bad); }, {"seed 0 appears twice in [0,1,0]"});
+  // The report's columns are the orbits of the finetune block's eval_groups: they cannot be empty, and
+  // a method or regime that evaluates without one of them is refused before any run, not at the report.
+  bad = study;
+  bad["finetune"]["eval_groups"] = nlohmann::json::array();
+  expect_error([&] { resolve_study_config(bad); }, {"key \"finetune\": \"eval_groups\" is empty"});
+  bad = study;
+  bad["methods"][1]["set"]["eval_groups"] = {"C4"};
+  expect_error([&] { resolve_study_config(bad); }, {"regime \"50%\", method \"ours\": \"eval_groups\" is [\"C4\"], without C8 of the finetune block's [\"C4\",\"C8\"]"});
+  bad = study;  // more groups, in another order, and an alias of one: accepted
+  bad["finetune"]["eval_groups"] = {"C2", "C4"};
+  bad["regimes"][0]["set"]["eval_groups"] = {"C4", "D1", "C2"};
+  EXPECT_NO_THROW(resolve_study_config(bad));
+  bad["finetune"]["eval_groups"] = {"flips", "C4"};
+  EXPECT_NO_THROW(resolve_study_config(bad));
   bad = study;
   bad["seed"] = {0};
   expect_error([&] { resolve_study_config(bad); }, {"study config: unknown key \"seed\" (did you mean \"seeds\"?)"});
@@ -853,11 +880,130 @@ TEST(Finetune, FromATorchvisionDumpOnGreyImages) {
     int64_t right = 0;
     for (size_t i = 0; i < pred.size(); ++i) right += pred[i] == truth[i];
     EXPECT_NEAR(static_cast<double>(right) / static_cast<double>(pred.size()), r.results["metrics"]["accuracy"].get<double>(), 1e-12);
+    // The grey statistics stand for each of the three channels, and the file says its images were grey.
+    const std::vector<double> mean = r.results["normalization"]["mean"];
+    ASSERT_EQ(mean.size(), 3u);
+    EXPECT_EQ(mean[0], mean[1]);
+    EXPECT_EQ(mean[0], mean[2]);
+    EXPECT_EQ(meta.at("image_channels"), "1");
+    EXPECT_EQ(meta.at("image_size"), "32");
+    // A file of the earlier form (one channel's statistics, no image_channels) loads to the same network.
+    Metadata old_meta = meta;
+    old_meta.erase("image_channels");
+    old_meta["normalization"] = nlohmann::json({{"mean", {mean[0]}}, {"std", {r.results["normalization"]["std"][0]}}}).dump();
+    save_safetensors(dir + "/old_form.safetensors", saved, old_meta);
+    auto old_net = load_run_network(c, dir + "/old_form.safetensors");
+    EXPECT_EQ((*old_net)(test.images).to_vector<double>(), (*net)(test.images).to_vector<double>());
   }
   // A dump whose head does not fit is refused unless the head is replaced.
   c["reset_head"] = false;
   c["out_dir"] = dir + "/refused";
   expect_error([&] { run_training(c, tiny_options(32, 32)); }, {"1000-class head", "3 classes", "reset_head"});
+  fs::remove_all(dir);
+}
+
+// A grey task fine-tuned from an orbit run on RGB images, whose file stores a normalization per RGB
+// channel: each grey image is copied to the three channels and normalized as that run normalized its
+// RGB images, so the RGB run's model answers a grey image as it answers the same image stored as RGB.
+// The grey run's file keeps the RGB normalization and names the images' channel count, so its weights
+// evaluate to its own metrics through load_run_network and orbit predict.
+TEST(Finetune, GreyTaskFromAnRgbRunsWeights) {
+  const std::string dir = temp_dir("rgb_to_grey");
+  // The RGB run: the shapes in colour, with a different mean and std in each channel.
+  RunOptions rgb_options = tiny_options();
+  rgb_options.dataset_provider = [](data::Split s) {
+    data::ImageClassificationDataset ds = shapes(s == data::Split::Train ? 16 : 6, s == data::Split::Train ? 1 : 2);
+    const Tensor v = ds.images;
+    ds.images = cat({v, add(mul(v, 0.5), 0.2), add(mul(v, -0.6), 0.8)}, 1).contiguous();
+    return ds;
+  };
+  nlohmann::json rgb = tiny_config(dir + "/rgb");
+  rgb["epochs"] = 1;
+  const RunResult r_rgb = run_training(rgb, rgb_options);
+  ASSERT_TRUE(r_rgb.completed);
+  const std::vector<double> rgb_mean = r_rgb.results["normalization"]["mean"];
+  ASSERT_EQ(rgb_mean.size(), 3u);
+  ASSERT_GT(std::abs(rgb_mean[0] - rgb_mean[2]), 0.1) << "the channels must be normalized differently for this test to tell";
+  // The same grey images as two image folders: stored grey, and stored as RGB with equal channels.
+  // Folders list classes sorted; "classes" picks them in the run's order (square, ring, plus).
+  for (const char* split : {"train", "test"}) {
+    const data::ImageClassificationDataset ds = shapes(std::string(split) == "train" ? 8 : 6, split[1] == 'r' ? 1 : 2);
+    for (int64_t i = 0; i < ds.size(); ++i) {
+      const std::string cls = ds.class_names[static_cast<size_t>(ds.labels.to_vector<int64_t>()[static_cast<size_t>(i)])];
+      const Tensor img = ds.images.select(0, i);
+      for (const char* form : {"grey", "rgb"}) {
+        const std::string folder = dir + "/" + form + "/" + split + "/" + cls;
+        fs::create_directories(folder);
+        const std::string name = folder + "/" + std::to_string(1000 + i) + ".png";
+        data::write_png(name, std::string(form) == "grey" ? img : cat({img, img, img}, 0).contiguous());
+      }
+    }
+  }
+  auto folder_config = [&](const std::string& form, const std::string& out) {
+    nlohmann::json c = tiny_config(dir + "/" + out);
+    c["dataset"] = "folder:" + dir + "/" + form;
+    c["classes"] = {2, 1, 0};
+    c["eval_groups"] = {"C4"};
+    c["angle_step"] = 90;
+    return c;
+  };
+  const std::string rgb_weights = r_rgb.out_dir + "/model.safetensors";
+  const nlohmann::json m_grey = evaluate_weights(folder_config("grey", "e1"), rgb_weights, data::Split::Test, true)["metrics"];
+  const nlohmann::json m_rgb = evaluate_weights(folder_config("rgb", "e2"), rgb_weights, data::Split::Test, true)["metrics"];
+  EXPECT_EQ(m_grey["accuracy"], m_rgb["accuracy"]);
+  EXPECT_EQ(m_grey["angle_accuracy"], m_rgb["angle_accuracy"]);
+  // float32 through the same ops on the same values: equal to rounding
+  EXPECT_NEAR(orbit_metrics(m_grey, "C4")["equivariance_error"].get<double>(),
+              orbit_metrics(m_rgb, "C4")["equivariance_error"].get<double>(), 1e-6);
+
+  // Fine-tuning the grey task from the RGB run keeps the RGB normalization and stores the images' channels.
+  nlohmann::json g = folder_config("grey", "ft");
+  g["weights"] = rgb_weights;
+  g["epochs"] = 1;
+  g["lambda"] = 1.0;
+  RunOptions quiet;
+  quiet.quiet = true;
+  const RunResult r = run_training(g, quiet);
+  ASSERT_TRUE(r.completed);
+  EXPECT_EQ(r.results["normalization"], r_rgb.results["normalization"]);
+  Metadata meta;
+  load_safetensors(r.out_dir + "/model.safetensors", &meta);
+  EXPECT_EQ(meta.at("image_channels"), "1");
+  // Its weights answer the grey test images as during the run, through load_run_network and orbit predict.
+  const data::ImageClassificationDataset test = data::select_classes(
+      data::load_dataset(g["dataset"], data::Split::Test, "data"), {2, 1, 0});
+  auto net = load_run_network(g, r.out_dir + "/model.safetensors");
+  NoGradGuard ng;
+  const Tensor logits = (*net)(test.images);
+  const auto pred = argmax(logits, 1).to_vector<int64_t>();
+  const auto truth = test.labels.to_vector<int64_t>();
+  int64_t right = 0;
+  for (size_t i = 0; i < pred.size(); ++i) right += pred[i] == truth[i];
+  EXPECT_NEAR(static_cast<double>(right) / static_cast<double>(pred.size()), r.results["metrics"]["accuracy"].get<double>(), 1e-12);
+  PredictOptions po;
+  po.weights = r.out_dir + "/model.safetensors";
+  const std::string first = dir + "/grey/test/square/1000.png";
+  ASSERT_TRUE(fs::exists(first));
+  po.images = {first};
+  const std::vector<double> predicted = predict_images(po)["images"][0]["logits"];
+  const std::vector<double> direct = (*net)(data::read_image(first, 1).unsqueeze(0)).select(0, 0).to_vector<double>();
+  ASSERT_EQ(predicted.size(), direct.size());
+  for (size_t k = 0; k < direct.size(); ++k) EXPECT_NEAR(predicted[k], direct[k], 1e-4 * (1 + std::abs(direct[k]))) << k;
+  // An image in colour and of another size is read as the run read its images: grey, then 12 x 12.
+  const std::string big = dir + "/big.png";
+  {
+    const Tensor v = data::resize_shorter(data::read_image(first, 1), 20);
+    data::write_png(big, cat({v, mul(v, 0.5), add(mul(v, -0.5), 0.6)}, 0).contiguous());
+  }
+  po.images = {big};
+  const nlohmann::json pb = predict_images(po);
+  EXPECT_EQ(pb["preprocessing"]["resize"], 12);
+  const std::vector<double> predicted_big = pb["images"][0]["logits"];
+  const Tensor as_run = data::to_image_format(data::read_image(big, 1), {0, 12}, big);
+  ASSERT_EQ(as_run.shape(), (Shape{1, 12, 12}));
+  const std::vector<double> direct_big = (*net)(as_run.unsqueeze(0)).select(0, 0).to_vector<double>();
+  for (size_t k = 0; k < direct_big.size(); ++k)
+    EXPECT_NEAR(predicted_big[k], direct_big[k], 1e-4 * (1 + std::abs(direct_big[k]))) << k;
   fs::remove_all(dir);
 }
 

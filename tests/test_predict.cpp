@@ -160,6 +160,25 @@ TEST(Predict, OrbitModelMetadataAndBadOptions) {
     EXPECT_LT(max_error_of_scale(json_logits(r, 0), want), 1e-6);
   }
 
+  // A grey run on an RGB model written with one channel's statistics (files from before the
+  // normalization was stored per model channel): the grey image is read as RGB and each channel
+  // normalized with those statistics.
+  {
+    ModelOptions rgb_mo = mo;
+    rgb_mo.in_channels = 3;
+    auto rgb = create_model("small_cnn", rgb_mo);
+    const std::string rw = dir.file("rgb_stem.safetensors");
+    save_weights(rw, *rgb, {{"model", "small_cnn"}, {"num_classes", "3"}, {"normalization", R"({"mean": [0.5], "std": [0.25]})"}});
+    PredictOptions b = o;
+    b.weights = rw;
+    b.images = {dir.file("x.png")};
+    const nlohmann::json rr = predict_images(b);
+    EXPECT_EQ(rr["preprocessing"]["mean"], nlohmann::json({0.5, 0.5, 0.5}));
+    NoGradGuard ng;
+    rgb->eval();
+    const Tensor x = div(sub(data::read_image(dir.file("x.png"), 3), Tensor::scalar(0.5)), Tensor::scalar(0.25));
+    EXPECT_LT(max_error_of_scale(json_logits(rr, 0), (*rgb)(x.unsqueeze(0)).to_vector<double>()), 1e-6);
+  }
   expect_error([&] { PredictOptions b = o; b.weights = dir.file("missing.safetensors"); predict_images(b); }, {"missing.safetensors"});
   expect_error([&] { PredictOptions b = o; b.images.clear(); predict_images(b); }, {"no image"});
   expect_error([&] { PredictOptions b = o; b.model = "resnet50"; predict_images(b); }, {"small_cnn", "resnet50"});
@@ -202,6 +221,30 @@ TEST(Predict, OrbitModelMetadataAndBadOptions) {
       << testing::read_file_bytes(out);
   EXPECT_NE(testing::read_file_bytes(out).find("has 2; the weights of a run on some of the classes are evaluated with the run's config: "
                                                "orbit evaluate --config "), std::string::npos) << testing::read_file_bytes(out);
+  // A file that stores its normalization (an orbit run's) is evaluated with it, not with the dataset's
+  // statistics: the loss printed is that of the file's normalization.
+  ModelOptions two = mo;
+  two.num_classes = 2;
+  auto m2 = create_model("small_cnn", two);
+  const std::string w2 = dir.file("two.safetensors");
+  save_weights(w2, *m2, {{"model", "small_cnn"}, {"num_classes", "2"}, {"normalization", R"({"mean": [0.3], "std": [0.7]})"}});
+  const std::string ev2 = std::string(ORBIT_BINARY_DIR) + "/orbit evaluate --weights " + w2 + " --dataset folder:" + dir.file("ds");
+  ASSERT_EQ(std::system((ev2 + " > " + out + " 2>&1").c_str()), 0) << testing::read_file_bytes(out);
+  {
+    NoGradGuard ng;
+    m2->eval();
+    const Tensor x = div(sub(data::read_image(dir.file("ds/test/a/0.png"), 1), Tensor::scalar(0.3)), Tensor::scalar(0.7)).unsqueeze(0);
+    const Tensor logits = (*m2)(cat({x, x}, 0));
+    const double loss = cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{0, 1}, {2})).item();
+    char want[64];
+    std::snprintf(want, sizeof want, "loss %.4f over 2 images", loss);
+    EXPECT_NE(testing::read_file_bytes(out).find(want), std::string::npos) << want << " in " << testing::read_file_bytes(out);
+  }
+  // A file trained on images of another channel count is refused, pointing to the run-config form.
+  save_weights(w2, *m2, {{"model", "small_cnn"}, {"num_classes", "2"}, {"image_channels", "3"},
+                         {"normalization", R"({"mean": [0.3, 0.3, 0.3], "std": [0.7, 0.7, 0.7]})"}});
+  EXPECT_NE(std::system((ev2 + " > " + out + " 2>&1").c_str()), 0);
+  EXPECT_NE(testing::read_file_bytes(out).find("was trained on 3-channel images"), std::string::npos) << testing::read_file_bytes(out);
 }
 
 }  // namespace

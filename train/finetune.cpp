@@ -227,10 +227,9 @@ void check_group_fits(const groups::Group& G, const data::ImageClassificationDat
 }
 
 // A classifier behind per-channel input normalization, so group actions apply to raw pixels (whose
-// background is 0) and the model sees normalized ones.
-// The model behind the task's input normalization. repeat_channels > 1 copies a one-channel image to
-// that many channels after normalizing it: a grey task fine-tuning an RGB model (the same as
-// showing the model the grey image as an RGB one).
+// background is 0) and the model sees normalized ones. repeat_channels > 1 first copies a one-channel
+// image to that many channels, then normalizes each with its own mean and std: a grey task on an RGB
+// model sees each grey image exactly as the model would see it as an RGB image with equal channels.
 class Normalized : public Module {
  public:
   Normalized(std::shared_ptr<ClassifierModel> model, const std::vector<double>& mean, const std::vector<double>& std,
@@ -248,9 +247,8 @@ class Normalized : public Module {
       mean_ = mean_.to(x.device());
       inv_std_ = inv_std_.to(x.device());
     }
-    Tensor y = mul(sub(x, mean_), inv_std_);
-    if (repeat_ > 1) y = y.expand({y.size(0), repeat_, y.size(2), y.size(3)});
-    return (*model_)(y);
+    const Tensor in = repeat_ > 1 ? x.expand({x.size(0), repeat_, x.size(2), x.size(3)}) : x;
+    return (*model_)(mul(sub(in, mean_), inv_std_));
   }
 
  private:
@@ -350,8 +348,19 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
     b.mean = st.mean;
     b.std = st.std;
   }
-  ORBIT_CHECK(static_cast<int64_t>(b.mean.size()) == task.train.channels(), "run config: the weights' normalization has ",
-              b.mean.size(), " channels but the images have ", task.train.channels());
+  // The normalization is of the model's input channels. One channel's statistics (a grey task's own,
+  // as a torchvision dump has none; or those of a file written before normalizations were stored per
+  // model channel) stand for each of an RGB model's channels; an RGB run's normalization is kept, so
+  // a copied grey image is normalized as that run normalized its RGB images.
+  const int64_t model_channels = repeat_channels > 1 ? repeat_channels : task.train.channels();
+  if (model_channels > 1 && b.mean.size() == 1) {
+    b.mean.assign(static_cast<size_t>(model_channels), b.mean[0]);
+    b.std.assign(static_cast<size_t>(model_channels), b.std[0]);
+  }
+  ORBIT_CHECK(static_cast<int64_t>(b.mean.size()) == model_channels && b.std.size() == b.mean.size(),
+              "run config: key \"weights\": the normalization in ", c["weights"].get<std::string>(), " has ", b.mean.size(),
+              " mean(s) and ", b.std.size(), " std(s), but the model takes ", model_channels, "-channel images (the task's have ",
+              task.train.channels(), ")");
   for (const auto& prefix : c["freeze"]) {
     try {
       b.model->set_requires_grad(prefix.get<std::string>(), false);
@@ -782,7 +791,9 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
                 {"dataset", c["dataset"].get<std::string>()},
                 {"num_classes", std::to_string(built.model->num_classes())},
                 {"classes", nlohmann::json(task.class_names).dump()},
-                {"normalization", nlohmann::json({{"mean", built.mean}, {"std", built.std}}).dump()}});
+                {"normalization", nlohmann::json({{"mean", built.mean}, {"std", built.std}}).dump()},
+                {"image_channels", std::to_string(task.train.channels())},
+                {"image_size", task.train.height() == task.train.width() ? std::to_string(task.train.height()) : "0"}});
   if (built.scorer)
     save_weights(scorer_path_for(out_dir + "/model.safetensors"), *built.scorer,
                  {{"canonicalizer", "scorer"}, {"group", c["group"].get<std::string>()}});
@@ -984,8 +995,11 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   const auto classes = meta.count("classes") ? nlohmann::json::parse(meta["classes"]).get<std::vector<std::string>>()
                                              : std::vector<std::string>{};
   ORBIT_CHECK(meta.count("normalization"), weights_path, ": no normalization in the metadata; expected a model.safetensors written by an orbit run");
+  // The images' channels: a grey task on an RGB model stores the model's normalization (3 channels)
+  // and the images' channel count (1).
   const auto norm = nlohmann::json::parse(meta["normalization"]);
-  const int64_t C = static_cast<int64_t>(norm.at("mean").size());
+  const int64_t C = meta.count("image_channels") ? std::stoll(meta["image_channels"])
+                                                 : static_cast<int64_t>(norm.at("mean").size());
   task.train.images = Tensor::zeros({1, C, 1, 1});
   task.train.labels = Tensor::zeros({1}, DType::I64);
   task.class_names = classes;

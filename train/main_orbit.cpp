@@ -84,8 +84,8 @@ usage:
       checkpoint.safetensors and model.safetensors.
   orbit evaluate --weights FILE [--model small_cnn] [--dataset fashion-mnist] [--data-dir data]
                  [--split test] [--threads N]
-      Accuracy, loss and per-class accuracy of saved weights (normalized with the training split's
-      statistics, as during training).
+      Accuracy, loss and per-class accuracy of saved weights (normalized as during training: with the
+      normalization an orbit run stores in its model.safetensors, else the training split's statistics).
   orbit predict --weights FILE (--image FILE | --folder DIR)... [--model NAME] [--top 5] [--resize N]
                 [--crop N] [--mean a,b,c] [--std a,b,c] [--labels FILE] [--json] [--threads N]
       Runs a registered model from a weight file (an orbit run's model.safetensors, or a PyTorch
@@ -94,7 +94,8 @@ usage:
       names the architecture otherwise); input channels and the number of classes from its shapes.
       Preprocessing as torchvision's ImageClassification preset for files without orbit metadata:
       shorter side resized to 256 (bilinear, antialiased), center crop 224, ImageNet mean and std;
-      none but the run's normalization for an orbit run's model. --resize 0 / --crop 0 turn a step off.
+      for an orbit run's model, its run's: the images' channels, size (an image of another size is
+      resized and center-cropped to it) and normalization. --resize 0 / --crop 0 turn a step off.
       --json prints everything, logits included, as JSON.
   orbit models      the registered models
   orbit version
@@ -359,7 +360,21 @@ int cmd_evaluate(int argc, char** argv) {
   const std::string split_s = a.opts.count("split") ? a.opts["split"] : "test";
   ORBIT_CHECK(split_s == "test" || split_s == "train", "evaluate: --split must be 'train' or 'test', got '", split_s, "'");
   const auto train = data::load_dataset(dataset, data::Split::Train, root);
-  const auto stats = data::channel_stats(train);
+  // The normalization the weights were trained with: an orbit run's file stores it (its training
+  // subset's statistics); an `orbit train` run used those of the whole training split.
+  data::ChannelStats stats;
+  if (meta.count("normalization")) {
+    const auto n = nlohmann::json::parse(meta["normalization"]);
+    stats.mean = n.at("mean").get<std::vector<double>>();
+    stats.std = n.at("std").get<std::vector<double>>();
+    const int64_t images = meta.count("image_channels") ? std::stoll(meta["image_channels"]) : static_cast<int64_t>(stats.mean.size());
+    ORBIT_CHECK(images == train.channels() && static_cast<int64_t>(stats.mean.size()) == train.channels(), "evaluate: ",
+                a.opts["weights"], " was trained on ", images, "-channel images (its normalization has ", stats.mean.size(),
+                " channel(s)), but ", dataset, " has ", train.channels(), "-channel images; evaluate it with its run's config: "
+                "orbit evaluate --config <run>/config.json --weights ", a.opts["weights"]);
+  } else {
+    stats = data::channel_stats(train);
+  }
   const auto ds = (split_s == "train" ? train : data::load_dataset(dataset, data::Split::Test, root))
                       .normalized(stats.mean, stats.std);
   if (meta.count("num_classes") && std::stoll(meta["num_classes"]) != ds.num_classes()) {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/dataset.h"
 #include "data/image_io.h"
 #include "data/transforms.h"
 #include "engine/autograd.h"
@@ -77,6 +78,10 @@ nlohmann::json predict_images(const PredictOptions& o) {
       const auto n = nlohmann::json::parse(meta["normalization"]);
       mean = n.at("mean").get<std::vector<double>>();
       std = n.at("std").get<std::vector<double>>();
+      if (mean.size() == 1 && std.size() == 1 && mo.in_channels > 1) {  // a grey run's statistics, one for each channel
+        mean.assign(static_cast<size_t>(mo.in_channels), mean[0]);
+        std.assign(static_cast<size_t>(mo.in_channels), std[0]);
+      }
     } else if (mo.in_channels == 3) {
       mean = {0.485, 0.456, 0.406};  // ImageNet's, as torchvision's pretrained models expect
       std = {0.229, 0.224, 0.225};
@@ -85,8 +90,17 @@ nlohmann::json predict_images(const PredictOptions& o) {
   ORBIT_CHECK(static_cast<int64_t>(mean.size()) == mo.in_channels && static_cast<int64_t>(std.size()) == mo.in_channels,
               "predict: a ", mo.in_channels, "-channel model needs ", mo.in_channels, " values for --mean and --std, got ",
               mean.size(), " and ", std.size(), orbit_run || mo.in_channels == 3 ? "" : " (the file has no normalization metadata)");
-  const int64_t resize = o.resize >= 0 ? o.resize : orbit_run ? 0 : 256;
-  const int64_t crop = o.crop >= 0 ? o.crop : orbit_run ? 0 : 224;
+  // An orbit run's model sees each image as its run read the training images: at the images' channel
+  // count (a grey run on an RGB model: read grey, then copied to the model's channels) and, when the
+  // run's images were S x S, in the run's image format (shorter side resized to S, central crop; as
+  // data::to_image_format, without rounding to 8-bit levels).
+  const int64_t run_channels = orbit_run && meta.count("image_channels") ? std::stoll(meta["image_channels"]) : mo.in_channels;
+  ORBIT_CHECK(run_channels == mo.in_channels || (run_channels == 1 && mo.in_channels == 3), "predict: ", o.weights,
+              " says its run's images had ", run_channels, " channel(s), but the model takes ", mo.in_channels);
+  const int64_t run_size = orbit_run && meta.count("image_size") ? std::stoll(meta["image_size"]) : 0;
+  const bool run_format = run_size > 0 && o.resize < 0 && o.crop < 0;
+  const int64_t resize = o.resize >= 0 ? o.resize : run_format ? run_size : orbit_run ? 0 : 256;
+  const int64_t crop = o.crop >= 0 ? o.crop : run_format ? run_size : orbit_run ? 0 : 224;
 
   std::vector<std::string> labels;
   if (!o.labels.empty()) {
@@ -109,13 +123,18 @@ nlohmann::json predict_images(const PredictOptions& o) {
                         {"images", nlohmann::json::array()}};
   NoGradGuard ng;
   for (const std::string& path : o.images) {
-    Tensor img = data::read_image(path, static_cast<int>(mo.in_channels));
-    if (resize > 0) img = data::quantize_8bit(data::resize_shorter(img, resize));  // as torchvision on 8-bit images
-    if (crop > 0) {
+    Tensor img = data::read_image(path, static_cast<int>(run_channels));
+    if (run_format) {
+      img = data::to_image_format(img, {0, run_size}, path);
+    } else if (resize > 0) {
+      img = data::quantize_8bit(data::resize_shorter(img, resize));  // as torchvision on 8-bit images
+    }
+    if (crop > 0 && !run_format) {
       ORBIT_CHECK(img.size(1) >= crop && img.size(2) >= crop, "predict: ", path, " is ", img.size(1), "x", img.size(2),
                   " after resizing, smaller than the crop of ", crop, "; lower --crop or raise --resize");
       img = data::center_crop(img, crop, crop);
     }
+    if (run_channels < mo.in_channels) img = cat(std::vector<Tensor>(static_cast<size_t>(mo.in_channels), img), 0);
     img = data::normalize_channels(img, mean, std);
     const Tensor logits = (*model)(img.unsqueeze(0)).select(0, 0);
     const std::vector<double> p = softmax(logits, 0).to_vector<double>();

@@ -17,7 +17,9 @@ struct PredictOptions {
   // Preprocessing: resize the shorter side to `resize` (bilinear, antialiased; the result rounded to
   // 8-bit levels, as torchvision resizes an 8-bit image), center crop `crop`
   // (0 turns either off; -1: the default, 256 / 224 for a file without orbit's normalization
-  // metadata, as torchvision's ImageClassification preset, and none for an orbit run's model),
+  // metadata, as torchvision's ImageClassification preset; for an orbit run's model, the run's image
+  // format: its images' channels, and their size S when square, an image of another size resized and
+  // center-cropped to S as data::to_image_format does),
   // then normalize with mean / std (empty: the file's metadata, else ImageNet's for RGB models).
   int64_t resize = -1, crop = -1;
   std::vector<double> mean, std;

@@ -130,6 +130,15 @@ Plan make_plan(const nlohmann::json& s) {
   } catch (const Error& e) {
     throw Error(str_cat("study config: key \"pretrain\": ", e.what()));
   }
+  // The report compares every method on the orbits of the finetune block's "eval_groups".
+  std::vector<std::string> report_groups;
+  try {
+    report_groups = resolve_run_config(merged(s["finetune"], {{"out_dir", p.out_dir}}))["eval_groups"].get<std::vector<std::string>>();
+  } catch (const Error& e) {
+    throw Error(str_cat("study config: key \"finetune\": ", e.what()));
+  }
+  ORBIT_CHECK(!report_groups.empty(), "study config: key \"finetune\": \"eval_groups\" is empty; the report compares the "
+              "methods on the test set's orbits under these groups, e.g. [\"C4\", \"C8\"]");
   ORBIT_CHECK(s["regimes"].is_array() && !s["regimes"].empty(), "study config: key \"regimes\": expected a non-empty list of {\"name\", \"fraction\", \"set\"}, got ", s["regimes"].dump());
   ORBIT_CHECK(s["methods"].is_array() && !s["methods"].empty(), "study config: key \"methods\": expected a non-empty list of {\"name\", \"set\", \"cv\"}, got ", s["methods"].dump());
   for (const auto& m : s["methods"]) {
@@ -193,7 +202,13 @@ Plan make_plan(const nlohmann::json& s) {
       try {
         nlohmann::json probe = run.config;
         probe["out_dir"] = run.dir;
-        resolve_run_config(probe);
+        const nlohmann::json rc = resolve_run_config(probe);
+        std::set<std::string> evaluated;
+        for (const auto& g : rc["eval_groups"]) evaluated.insert(groups::Group::parse(g.get<std::string>()).name());
+        for (const auto& g : report_groups)
+          ORBIT_CHECK(evaluated.count(groups::Group::parse(g).name()), "\"eval_groups\" is ", rc["eval_groups"].dump(),
+                      ", without ", g, " of the finetune block's ", nlohmann::json(report_groups).dump(),
+                      ": the report compares every method on the orbits of those groups");
       } catch (const Error& e) {
         throw Error(str_cat("study config: regime \"", run.regime, "\", method \"", run.method, "\": ", e.what()));
       }
@@ -490,6 +505,18 @@ std::string format_study_status(const nlohmann::json& st) {
   return out + "\n";
 }
 
+std::string report_grid_group(const std::vector<std::string>& eval_groups) {
+  ORBIT_CHECK(!eval_groups.empty(), "report_grid_group: no evaluation groups");
+  auto rank = [](const std::string& g) {
+    const groups::Group G = groups::Group::parse(g);
+    return std::make_pair(G.translation_steps() <= 1, G.order());
+  };
+  std::string best = eval_groups[0];
+  for (const auto& g : eval_groups)
+    if (rank(g) > rank(best)) best = g;
+  return best;
+}
+
 nlohmann::json write_study_report(const nlohmann::json& study) {
   const Plan p = make_plan(study);
   const std::string weights = p.out_dir + "/pretrain/model.safetensors";
@@ -607,13 +634,10 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
               "/cv_equivariance.svg)\n\n";
       }
 
-    // Image grid: a few test images under the largest evaluation group, with each method's prediction.
+    // Image grid: a few test images under report_grid_group(eval_groups), with each method's prediction.
     const int64_t K = p.study.value("grid_images", 4);
     if (K > 0 && !any_dir.empty()) {
-      std::string biggest = eval_groups[0];
-      for (const auto& g : eval_groups)
-        if (groups::Group::parse(g).order() > groups::Group::parse(biggest).order()) biggest = g;
-      const groups::Group G = groups::Group::parse(biggest);
+      const groups::Group G = groups::Group::parse(report_grid_group(eval_groups));
       // The first seed's model of each method, when it is of the config the study plans (as in the
       // table above). Weight files are not committed with a study's results, so a clone holds only
       // the weights of the runs it made itself: a grid of some of the methods does not replace one

@@ -53,6 +53,11 @@ nlohmann::json study_status(const nlohmann::json& study, const StudyOptions& opt
 std::string format_study_status(const nlohmann::json& status);
 
 // Rebuilds out_dir/report.md, summary.json and the plots from the finished runs (no training).
+// The group the report's image grid shows the test images under: the largest of the evaluation
+// groups that do not shift the image (a translation group's many shifted copies would crowd out the
+// rotations and reflections), or the largest of all when every one shifts it; the first of equals.
+std::string report_grid_group(const std::vector<std::string>& eval_groups);
+
 nlohmann::json write_study_report(const nlohmann::json& study);
 
 }  // namespace orbit
