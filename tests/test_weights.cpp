@@ -75,6 +75,8 @@ TEST(Safetensors, CorruptFilesAreReportedWithTheTensorName) {
   beyond[0] = static_cast<char>(0xff);
   beyond[3] = 0x7f;
   expect_error(beyond, "beyond the end");
+  // Another kind of file (here JSON) is named as not a safetensors file.
+  expect_error(std::string(R"({"model": "resnet_small", "lambda": 3})"), "not a safetensors file");
   expect_error(file_bytes("{\"w\": [", data), "malformed JSON");
   expect_error(file_bytes(R"({"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", data), "'w' has unsupported dtype");
   expect_error(file_bytes(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data), "'w'");

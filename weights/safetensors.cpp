@@ -112,7 +112,11 @@ NamedTensors parse_safetensors(const char* data, size_t size, const std::string&
   uint64_t hlen = 0;
   for (int i = 0; i < 8; ++i) hlen |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);
   ORBIT_CHECK(hlen <= bytes.size() - 8, what, ": header length ", hlen, " runs beyond the end of the file (",
-              bytes.size() - 8, " bytes after the length field)");
+              bytes.size() - 8, " bytes after the length field)",
+              bytes.size() > 8 && bytes[8] != '{'
+                  ? "; not a safetensors file, which starts with an 8-byte header length and a JSON header (a PyTorch "
+                    ".pt/.pth file is converted with weights/export_torch.py)"
+                  : "");
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(bytes.data() + 8, bytes.data() + 8 + hlen);
