@@ -956,6 +956,20 @@ TEST(Finetune, GreyTaskFromAnRgbRunsWeights) {
   EXPECT_NEAR(orbit_metrics(m_grey, "C4")["equivariance_error"].get<double>(),
               orbit_metrics(m_rgb, "C4")["equivariance_error"].get<double>(), 1e-6);
 
+  // A run's checkpoint given as weights (it holds the model beside the optimizer's state) is named as
+  // such, pointing to the run's model.safetensors, for fine-tuning and for orbit predict.
+  const std::string checkpoint = r_rgb.out_dir + "/checkpoint.safetensors";
+  ASSERT_TRUE(fs::exists(checkpoint));
+  {
+    nlohmann::json from_checkpoint = folder_config("grey", "from_checkpoint");
+    from_checkpoint["weights"] = checkpoint;
+    expect_error([&] { run_training(from_checkpoint, RunOptions{}); },
+                 {"key \"weights\"", "checkpoint.safetensors is a run's training checkpoint", r_rgb.out_dir + "/model.safetensors"});
+    PredictOptions po;
+    po.weights = checkpoint;
+    po.images = {dir + "/grey/test/square/1000.png"};
+    expect_error([&] { predict_images(po); }, {"--weights", "training checkpoint", r_rgb.out_dir + "/model.safetensors"});
+  }
   // Fine-tuning the grey task from the RGB run keeps the RGB normalization and stores the images' channels.
   nlohmann::json g = folder_config("grey", "ft");
   g["weights"] = rgb_weights;

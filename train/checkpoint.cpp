@@ -1,13 +1,16 @@
 #include "train/checkpoint.h"
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
+#include "engine/error.h"
 #include "weights/safetensors.h"
 
 namespace orbit {
 
 namespace {
-constexpr const char* kFormat = "orbit-checkpoint";
+constexpr const char* kFormat = kCheckpointFormat;
 constexpr int kVersion = 1;
 
 nlohmann::json scalars_json(const OrderedDict<double>& s) {
@@ -22,6 +25,16 @@ OrderedDict<double> scalars_from(const nlohmann::json& j) {
   return s;
 }
 }  // namespace
+
+void check_not_a_checkpoint(const std::string& path, const std::map<std::string, std::string>& metadata,
+                            const std::string& what) {
+  const auto it = metadata.find("format");
+  if (it == metadata.end() || it->second != kFormat) return;
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  throw Error(str_cat(what, ": ", path, " is a run's training checkpoint (the model with the optimizer's state, for "
+                      "resuming that run), not a weight file; start from the weights the run wrote beside it, ",
+                      dir.empty() ? "." : dir, "/model.safetensors"));
+}
 
 void save_checkpoint(const std::string& path, const TrainingState& st) {
   NamedTensors tensors;

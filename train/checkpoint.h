@@ -4,6 +4,7 @@
 // the metadata). Writes are atomic, so an interrupted save never destroys the previous checkpoint.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "engine/random.h"
@@ -22,6 +23,15 @@ struct TrainingState {
   std::string config_json;   // the resolved config of the run
   std::string history_json;  // per-epoch metrics so far
 };
+
+// The "format" metadata of a checkpoint file.
+inline constexpr const char* kCheckpointFormat = "orbit-checkpoint";
+
+// Throws naming the file when its metadata says it is a run's checkpoint, which holds the model under
+// "model.*" beside the optimizer's state: `what` names who asked for weights (a config key, a CLI
+// option), and the message names the model.safetensors the run writes beside its checkpoint.
+void check_not_a_checkpoint(const std::string& path, const std::map<std::string, std::string>& metadata,
+                            const std::string& what);
 
 void save_checkpoint(const std::string& path, const TrainingState& state);
 // Throws naming the file when it is not an Orbit checkpoint of a supported version.

@@ -298,6 +298,7 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
       auto it = meta.find(k);
       return it == meta.end() ? "" : it->second;
     };
+    check_not_a_checkpoint(weights, meta, "run config: key \"weights\"");
     ORBIT_CHECK(get("model").empty() || get("model") == c["model"].get<std::string>(), "run config: key \"weights\": ",
                 weights, " holds a \"", get("model"), "\" model, but the config's model is \"", c["model"].get<std::string>(), "\"");
     // The head's classes and the stem's input channels as the file has them (a torchvision dump

@@ -25,6 +25,7 @@
 #include "engine/error.h"
 #include "engine/parallel.h"
 #include "models/registry.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/finetune.h"
 #include "train/predict.h"
@@ -354,6 +355,7 @@ int cmd_evaluate(int argc, char** argv) {
   // A file written by orbit names its architecture (and, for a run on some classes, those classes).
   Metadata meta;
   load_safetensors(a.opts["weights"], &meta);
+  check_not_a_checkpoint(a.opts["weights"], meta, "evaluate: --weights");
   const std::string model_name = a.opts.count("model") ? a.opts["model"] : meta.count("model") ? meta["model"] : "small_cnn";
   const std::string dataset = a.opts.count("dataset") ? a.opts["dataset"] : "fashion-mnist";
   const std::string root = a.opts.count("data-dir") ? a.opts["data-dir"] : "data";

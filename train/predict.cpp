@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "models/registry.h"
+#include "train/checkpoint.h"
 #include "weights/weights.h"
 
 namespace orbit {
@@ -52,6 +53,7 @@ nlohmann::json predict_images(const PredictOptions& o) {
   ORBIT_CHECK(o.resize >= -1 && o.crop >= -1, "predict: --resize and --crop must be sizes (0: off), got ", o.resize, " and ", o.crop);
   Metadata meta;
   const NamedTensors tensors = load_safetensors(o.weights, &meta);
+  check_not_a_checkpoint(o.weights, meta, "predict: --weights");
   const std::string name = !o.model.empty() ? o.model : meta.count("model") ? meta["model"] : "";
   ORBIT_CHECK(!name.empty(), "predict: ", o.weights, " names no model in its metadata; give --model NAME (", known_models(), ")");
   ORBIT_CHECK(o.model.empty() || !meta.count("model") || meta["model"] == o.model, "predict: ", o.weights, " holds a \"",
