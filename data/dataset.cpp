@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "data/cifar.h"
 #include "data/idx.h"
@@ -248,6 +249,56 @@ bool is_folder_name(const std::string& name) {
   return name.size() > kFolderPrefixLen && name.compare(0, kFolderPrefixLen, kFolderPrefix) == 0;
 }
 
+const char kIdxPrefix[] = "idx:";
+constexpr size_t kIdxPrefixLen = sizeof(kIdxPrefix) - 1;
+
+bool is_idx_name(const std::string& name) {
+  return name.size() > kIdxPrefixLen && name.compare(0, kIdxPrefixLen, kIdxPrefix) == 0;
+}
+
+// "idx:PATH": the four IDX files under PATH; the class names from PATH/classes.txt (one per line),
+// else the label numbers 0 .. K-1 with K one more than the largest label of either split, so that
+// both splits have the same classes.
+ImageClassificationDataset load_idx_folder_dataset(const std::string& name, Split split) {
+  const std::filesystem::path base = name.substr(kIdxPrefixLen);
+  auto files_of = [&](Split s) {
+    const auto [img, lab] = idx_file_names(s);
+    return std::make_pair(base / img, base / lab);
+  };
+  const auto [img_path, lab_path] = files_of(split);
+  for (const auto& f : {img_path, lab_path})
+    ORBIT_CHECK(std::filesystem::is_regular_file(f), "load_dataset: ", name, " (", split_name(split), "): missing ",
+                f.string(), "; an idx:PATH dataset is the files ", idx_file_names(Split::Train).first, ", ",
+                idx_file_names(Split::Train).second, ", ", idx_file_names(Split::Test).first, " and ",
+                idx_file_names(Split::Test).second, " in PATH (uncompressed), and optionally classes.txt (see data/README.md)");
+  std::vector<std::string> classes;
+  const std::filesystem::path names_path = base / "classes.txt";
+  if (std::filesystem::exists(names_path)) {
+    std::ifstream in(names_path);
+    ORBIT_CHECK(in.good(), "load_dataset: ", name, ": cannot read ", names_path.string());
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) classes.push_back(line);
+    }
+    ORBIT_CHECK(!classes.empty(), "load_dataset: ", name, ": ", names_path.string(),
+                " names no class; expected one class name per line, in label order");
+  } else {
+    int64_t largest = -1;
+    for (Split s : {Split::Train, Split::Test}) {
+      const std::filesystem::path lp = files_of(s).second;
+      if (!std::filesystem::is_regular_file(lp)) continue;
+      const Tensor y = idx_labels_to_tensor(read_idx(lp.string()));
+      const int64_t* p = y.data<int64_t>();
+      for (int64_t i = 0; i < y.numel(); ++i) {
+        ORBIT_CHECK(p[i] >= 0, "load_dataset: ", lp.string(), ": label ", p[i], " at index ", i, " is negative");
+        largest = std::max(largest, p[i]);
+      }
+    }
+    for (int64_t k = 0; k <= largest; ++k) classes.push_back(std::to_string(k));
+  }
+  return load_idx_dataset(img_path.string(), lab_path.string(), classes, name + "/" + split_name(split));
+}
+
 // "folder:PATH": PATH/<split>/, whose class folders must match the other split's when it exists.
 ImageClassificationDataset load_folder_dataset(const std::string& name, Split split, const ImageFormat& format) {
   const std::filesystem::path base = name.substr(kFolderPrefixLen);
@@ -275,7 +326,7 @@ ImageClassificationDataset load_folder_dataset(const std::string& name, Split sp
 
 bool is_known_dataset(const std::string& name) {
   const auto k = known_datasets();
-  return std::find(k.begin(), k.end(), name) != k.end() || is_folder_name(name);
+  return std::find(k.begin(), k.end(), name) != k.end() || is_folder_name(name) || is_idx_name(name);
 }
 
 const std::vector<std::string>& mnist_classes() {
@@ -297,6 +348,7 @@ ImageClassificationDataset load_dataset(const std::string& name, Split split, co
                                         const ImageFormat& format) {
   check_image_format(format, str_cat("load_dataset: ", name));
   if (is_folder_name(name)) return load_folder_dataset(name, split, format);
+  if (is_idx_name(name)) return to_image_format(load_idx_folder_dataset(name, split), format);
   return to_image_format(load_named_dataset(name, split, root), format);
 }
 
@@ -316,7 +368,8 @@ ImageClassificationDataset load_named_dataset(const std::string& name, Split spl
     std::string known;
     for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
     throw Error(str_cat("load_dataset: unknown dataset '", name, "'", did_you_mean(name, known_datasets()), " (known datasets: ", known,
-                        ", or folder:PATH for image folders PATH/train/<class>/ and PATH/test/<class>/)"));
+                        ", or folder:PATH for image folders PATH/train/<class>/ and PATH/test/<class>/, or idx:PATH for "
+                        "the IDX files PATH/{train,t10k}-{images-idx3,labels-idx1}-ubyte)"));
   }
   const auto [img_file, lab_file] = idx_file_names(split);
   const std::filesystem::path dir = std::filesystem::path(root) / name;

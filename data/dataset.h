@@ -83,10 +83,11 @@ const char* split_name(Split s);  // "train" / "test"
 std::pair<std::string, std::string> idx_file_names(Split split);
 
 // The named datasets: "mnist", "fashion-mnist" (made by `make data`) and "cifar10" (the official
-// binary files, see data/README.md). load_dataset also accepts "folder:PATH" (not listed here, as PATH
-// is free): an image folder tree PATH/train/<class>/<image> and PATH/test/<class>/<image>.
+// binary files, see data/README.md). load_dataset also accepts "folder:PATH" and "idx:PATH" (not
+// listed here, as PATH is free): an image folder tree PATH/train/<class>/<image> and
+// PATH/test/<class>/<image>, or a folder of IDX files.
 std::vector<std::string> known_datasets();
-// True for a name load_dataset accepts: one of known_datasets(), or "folder:" followed by a path.
+// True for a name load_dataset accepts: one of known_datasets(), or "folder:" or "idx:" followed by a path.
 bool is_known_dataset(const std::string& name);
 const std::vector<std::string>& mnist_classes();          // "0" ... "9"
 const std::vector<std::string>& fashion_mnist_classes();  // "T-shirt/top", "Trouser", ...
@@ -98,6 +99,9 @@ const std::vector<std::string>& fashion_mnist_classes();  // "T-shirt/top", "Tro
 //       image brought to `format` as it is read; PATH is relative to the working directory, not ROOT.
 //       When the other split's folder exists too, both must have the same class folders (so labels
 //       agree).
+//   "idx:PATH": PATH/{train,t10k}-{images,labels}-idx*-ubyte (a user's own IDX files, uncompressed);
+//       the class names from PATH/classes.txt (one per line, in label order) when it exists, else
+//       "0" ... "K-1" with K one more than the largest label of either split; PATH as for folder:.
 // The named datasets are brought to `format` after loading (to_image_format). An unknown name lists
 // the accepted ones.
 ImageClassificationDataset load_dataset(const std::string& name, Split split,

@@ -10,6 +10,7 @@
 
 #include "data/cifar.h"
 #include "data/dataset.h"
+#include "data/idx.h"
 #include "data/image_folder.h"
 #include "data/image_io.h"
 #include "data/transforms.h"
@@ -449,11 +450,56 @@ TEST(DataNamedDatasets, FolderForm) {
                {"missing folder", "train"});
 }
 
+// "idx:PATH": a user's own IDX files under the standard names, with class names from classes.txt or,
+// without it, the label numbers up to the largest label of either split.
+TEST(DataNamedDatasets, IdxForm) {
+  TempDir dir;
+  const fs::path base = dir.path() / "own";
+  fs::create_directories(base);
+  const std::string name = "idx:" + base.string();
+  EXPECT_TRUE(is_known_dataset(name));
+  EXPECT_FALSE(is_known_dataset("idx:"));
+  expect_error([&] { load_dataset(name, Split::Train); },
+               {"missing", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "classes.txt"});
+  std::vector<uint8_t> px(3 * 2 * 2);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(20 * i);
+  write_idx((base / "train-images-idx3-ubyte").string(), IdxArray::from_u8({3, 2, 2}, px));
+  write_idx((base / "train-labels-idx1-ubyte").string(), IdxArray::from_u8({3}, {0, 2, 1}));
+  write_idx((base / "t10k-images-idx3-ubyte").string(), IdxArray::from_u8({1, 2, 2}, {0, 255, 0, 255}));
+  write_idx((base / "t10k-labels-idx1-ubyte").string(), IdxArray::from_u8({1}, {3}));
+  // No classes.txt: classes 0..3, the test split's label 3 included in the train split's classes.
+  const auto train = load_dataset(name, Split::Train, "/nonexistent-root");  // ROOT is ignored
+  EXPECT_EQ(train.name, name + "/train");
+  EXPECT_EQ(train.class_names, (std::vector<std::string>{"0", "1", "2", "3"}));
+  EXPECT_EQ(train.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 2, 1}));
+  ASSERT_EQ(train.images.shape(), (Shape{3, 1, 2, 2}));
+  EXPECT_FLOAT_EQ(train.images.to_vector<float>()[5], 100.0f / 255.0f);
+  const auto test = load_dataset(name, Split::Test, "data", ImageFormat{3, 4});  // the image format applies
+  EXPECT_EQ(test.class_names, train.class_names);
+  EXPECT_EQ(test.images.shape(), (Shape{1, 3, 4, 4}));
+  // classes.txt names the classes in label order; a label beyond them is an error naming the file.
+  {
+    std::ofstream f(base / "classes.txt");
+    f << "cat\r\ndog\nemu\nfox\n";
+  }
+  EXPECT_EQ(load_dataset(name, Split::Train).class_names, (std::vector<std::string>{"cat", "dog", "emu", "fox"}));
+  {
+    std::ofstream f(base / "classes.txt");
+    f << "cat\ndog\nemu\n";
+  }
+  EXPECT_EQ(load_dataset(name, Split::Train).num_classes(), 3);
+  expect_error([&] { load_dataset(name, Split::Test); }, {"t10k-labels-idx1-ubyte", "label 3", "[0, 3)"});
+  {
+    std::ofstream f(base / "classes.txt");
+  }
+  expect_error([&] { load_dataset(name, Split::Train); }, {"classes.txt", "names no class"});
+}
+
 TEST(DataNamedDatasets, KnownNamesAndUnknownNameMessage) {
   EXPECT_EQ(known_datasets(), (std::vector<std::string>{"mnist", "fashion-mnist", "cifar10"}));
   for (const auto& n : known_datasets()) EXPECT_TRUE(is_known_dataset(n)) << n;
   EXPECT_FALSE(is_known_dataset("folder:"));
   EXPECT_FALSE(is_known_dataset("imagenet"));
   expect_error([&] { load_dataset("imagenet", Split::Train); },
-               {"unknown dataset 'imagenet'", "mnist", "fashion-mnist", "cifar10", "folder:PATH"});
+               {"unknown dataset 'imagenet'", "mnist", "fashion-mnist", "cifar10", "folder:PATH", "idx:PATH"});
 }

@@ -39,7 +39,7 @@ const ConfigSchema& run_config_schema() {
               std::string k;
               for (const auto& n : data::known_datasets()) k += (k.empty() ? "" : ", ") + n;
               return k;
-            }() + ") or folder:PATH")
+            }() + "), folder:PATH (image folders) or idx:PATH (IDX files)")
             .string("data_dir", "data", {}, "folder holding the datasets `make data` writes")
             .int_list("classes", nlohmann::json::array(), 0, 1 << 20,
                       "the dataset's classes to use, relabelled 0..k-1 in this order (empty: all)"))

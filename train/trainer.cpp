@@ -42,7 +42,7 @@ const ConfigSchema& train_config_schema() {
     ConfigSchema s("train config");
     add_image_format_keys(
         s.string("model", "small_cnn", models, "architecture from the model registry")
-            .string("dataset", "fashion-mnist", {}, "dataset made by `make data` (mnist, fashion-mnist), cifar10, or folder:PATH")
+            .string("dataset", "fashion-mnist", {}, "dataset made by `make data` (mnist, fashion-mnist), cifar10, folder:PATH or idx:PATH")
             .string("data_dir", "data", {}, "folder holding <dataset>/ with the IDX files"))
         .string("out_dir", "runs/train", {}, "where checkpoints, curves and results go")
         .integer("epochs", 5, 1, 10000, "training epochs")
