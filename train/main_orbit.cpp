@@ -337,8 +337,8 @@ int cmd_train(int argc, char** argv) {
   const nlohmann::json resolved = train_config_schema().resolve(config);  // for target_accuracy and its default
   TrainResult r = train_classifier(resolved, opts);
   const double target = resolved["target_accuracy"];
-  std::printf("test accuracy %.2f%% after %zu epochs (results in %s/results.json)\n", 100 * r.test_accuracy,
-              r.history.size(), r.out_dir.c_str());
+  std::printf("test accuracy %.2f%% after %zu epoch%s (results in %s/results.json)\n", 100 * r.test_accuracy,
+              r.history.size(), r.history.size() == 1 ? "" : "s", r.out_dir.c_str());
   if (target > 0 && r.test_accuracy < target) {
     std::printf("below the target accuracy %.2f%%\n", 100 * target);
     return 3;
