@@ -170,6 +170,7 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"lamda", 1.0}}, {"unknown key \"lamda\" (did you mean \"lambda\"?)", "allowed keys: "});
   expect_bad({{"discrepancy", "symkl"}}, {"\"discrepancy\"", "got \"symkl\" (did you mean \"sym_kl\"?)"});
   expect_bad({{"model", "resnet_smal"}}, {"\"model\"", "(did you mean \"resnet_small\"?)"});
+  expect_bad({{"classes", {1}}}, {"key \"classes\"", "1 class (ring)", "at least 2", "got [1] of shapes"});
   expect_bad({{"image_channels", 2}}, {"image_channels", "2", "1 (grey) or 3 (RGB)"});
   expect_bad({{"image_channels", 4}}, {"image_channels", "4"});
   expect_bad({{"image_size", -1}}, {"image_size", "-1"});

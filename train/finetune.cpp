@@ -198,6 +198,9 @@ Task load_task(const nlohmann::json& c, const RunOptions& o, bool eval_on_test =
     train = data::select_classes(train, classes);
     test = data::select_classes(test, classes);
   }
+  ORBIT_CHECK(train.num_classes() >= 2, "run config: key \"classes\": the task has ", train.num_classes(), " class",
+              train.num_classes() == 1 ? " (" + train.class_names.at(0) + ")" : std::string("es"),
+              "; a classifier needs at least 2 (got ", c["classes"].dump(), " of ", c["dataset"].get<std::string>(), ")");
   const double fraction = c["fraction"], test_fraction = c["test_fraction"];
   if (fraction < 1.0) train = train.subset(data::stratified_fraction(train, fraction, c["seed"].get<uint64_t>()));
   // The test subset does not depend on the run's seed, so every run of a comparison sees the same images.
