@@ -679,9 +679,10 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   const int64_t epochs = c["epochs"];
   const double smoothing = c["label_smoothing"], clip = c["grad_clip"];
   if (!quiet && start_epoch == 0)
-    std::fprintf(stderr, "task: %lld training images, %lld %s images, %zu classes; group %s%s; %d thread%s\n",
-                 static_cast<long long>(task.train.size()), static_cast<long long>(task.eval.size()),
-                 options.eval_rows ? "validation" : "test", task.class_names.size(), G.name().c_str(),
+    std::fprintf(stderr, "task: %lld training image%s, %lld %s image%s, %zu classes; group %s%s; %d thread%s\n",
+                 static_cast<long long>(task.train.size()), task.train.size() == 1 ? "" : "s",
+                 static_cast<long long>(task.eval.size()), options.eval_rows ? "validation" : "test",
+                 task.eval.size() == 1 ? "" : "s", task.class_names.size(), G.name().c_str(),
                  c["group"] == G.name() ? "" : (" (\"" + c["group"].get<std::string>() + "\")").c_str(), num_threads(),
                  num_threads() == 1 ? "" : "s");
 
