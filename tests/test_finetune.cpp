@@ -396,6 +396,25 @@ TEST(Finetune, CrossValidationChoosesFromTheGrid) {
   EXPECT_EQ(cv3["points"][0]["scores"][0], fold["metrics"]["orbits"]["D1"]["consistency"]);
   EXPECT_EQ(&orbit_metrics(fold["metrics"], "flips"), &fold["metrics"]["orbits"]["D1"]);
   expect_error([&] { orbit_metrics(fold["metrics"], "C4"); }, {"group \"C4\" (C4)", "they have: D1", "\"eval_groups\""});
+  // Folds with fewer validation images than classes are warned about (runs that are not quiet): 2
+  // images per class (fraction 1/8 of 16) in 4 folds leave folds of 1 or 2 images for 3 classes; 2
+  // folds of all the images do not.
+  for (const auto& [fraction, folds, warned] : std::vector<std::tuple<double, int, bool>>{{0.125, 4, true}, {1.0, 2, false}}) {
+    nlohmann::json few = tiny_config(dir + "/few" + std::to_string(folds));
+    few["epochs"] = 1;
+    few["angle_step"] = 0;
+    few["eval_groups"] = {"C4"};
+    few["lambda_grid"] = {1.0};
+    few["cv_folds"] = folds;
+    few["fraction"] = fraction;
+    RunOptions loud = tiny_options();
+    loud.quiet = false;
+    ::testing::internal::CaptureStderr();
+    cross_validate(few, loud);
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err.find("warning: cross-validation: fold") != std::string::npos, warned) << err;
+    if (warned) EXPECT_NE(err.find("image, fewer than the task's 3 classes"), std::string::npos) << err;
+  }
   fs::remove_all(dir);
 }
 

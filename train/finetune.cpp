@@ -843,6 +843,19 @@ nlohmann::json cross_validate(const nlohmann::json& user_config, const RunOption
   probe.eval_rows.reset();
   const Task task = load_task(c, probe);
   const std::vector<data::Fold> folds = data::stratified_kfold(task.train, c["cv_folds"], mix(c["seed"], 0xC5));
+  if (!options.quiet) {  // a fold with fewer validation images than classes leaves some classes unvalidated
+    size_t smallest = 0;
+    for (size_t k = 1; k < folds.size(); ++k)
+      if (folds[k].val.size() < folds[smallest].val.size()) smallest = k;
+    const int64_t n = static_cast<int64_t>(folds[smallest].val.size()), classes = task.train.num_classes();
+    if (n < classes)
+      std::fprintf(stderr,
+                   "warning: cross-validation: fold %zu validates on %lld image%s, fewer than the task's %lld classes, so "
+                   "its score leaves classes out and moves by %.0f points per image (%lld training images in %zu folds; "
+                   "lower \"cv_folds\" or raise \"fraction\")\n",
+                   smallest + 1, static_cast<long long>(n), n == 1 ? "" : "s", static_cast<long long>(classes),
+                   n > 0 ? 100.0 / static_cast<double>(n) : 100.0, static_cast<long long>(task.train.size()), folds.size());
+  }
   const std::string metric = c["cv_metric"];
   const std::string group = c["group"];
   const std::vector<CvFoldRun> runs = cv_fold_runs(user_config);
