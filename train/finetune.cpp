@@ -322,10 +322,9 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
     StateDict sd;
     for (const auto& [k, t] : tensors) sd.insert(k, t);
     b.model->load_state_dict(sd, /*strict=*/true);
-    if (!get("normalization").empty()) {
-      const auto n = nlohmann::json::parse(get("normalization"));
-      b.mean = n.at("mean").get<std::vector<double>>();
-      b.std = n.at("std").get<std::vector<double>>();
+    if (const auto stored = stored_input(meta)) {
+      b.mean = stored->normalization.mean;
+      b.std = stored->normalization.std;
     }
     b.source = {{"weights", weights}, {"model", get("model")}, {"dataset", get("dataset")}, {"classes", get("num_classes")}};
     // A head kept from a file an orbit run wrote (its metadata names the dataset and the classes)
@@ -357,10 +356,9 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
   // model channel) stand for each of an RGB model's channels; an RGB run's normalization is kept, so
   // a copied grey image is normalized as that run normalized its RGB images.
   const int64_t model_channels = repeat_channels > 1 ? repeat_channels : task.train.channels();
-  if (model_channels > 1 && b.mean.size() == 1) {
-    b.mean.assign(static_cast<size_t>(model_channels), b.mean[0]);
-    b.std.assign(static_cast<size_t>(model_channels), b.std[0]);
-  }
+  const data::ChannelStats spread = for_model_channels({b.mean, b.std}, model_channels);
+  b.mean = spread.mean;
+  b.std = spread.std;
   ORBIT_CHECK(static_cast<int64_t>(b.mean.size()) == model_channels && b.std.size() == b.mean.size(),
               "run config: key \"weights\": the normalization in ", c["weights"].get<std::string>(), " has ", b.mean.size(),
               " mean(s) and ", b.std.size(), " std(s), but the model takes ", model_channels, "-channel images (the task's have ",
@@ -1012,12 +1010,12 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   Task task;  // only the shapes and the class names are needed
   const auto classes = meta.count("classes") ? nlohmann::json::parse(meta["classes"]).get<std::vector<std::string>>()
                                              : std::vector<std::string>{};
-  ORBIT_CHECK(meta.count("normalization"), weights_path, ": no normalization in the metadata; expected a model.safetensors written by an orbit run");
+  const std::optional<StoredInput> stored = stored_input(meta);
+  ORBIT_CHECK(stored, weights_path, ": no normalization in the metadata; expected a model.safetensors written by an orbit run");
   // The images' channels: a grey task on an RGB model stores the model's normalization (3 channels)
   // and the images' channel count (1).
-  const auto norm = nlohmann::json::parse(meta["normalization"]);
-  const int64_t C = meta.count("image_channels") ? std::stoll(meta["image_channels"])
-                                                 : static_cast<int64_t>(norm.at("mean").size());
+  const int64_t C = stored->image_channels > 0 ? stored->image_channels
+                                               : static_cast<int64_t>(stored->normalization.mean.size());
   task.train.images = Tensor::zeros({1, C, 1, 1});
   task.train.labels = Tensor::zeros({1}, DType::I64);
   task.class_names = classes;
@@ -1028,6 +1026,26 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   b.net->eval();
   if (class_names) *class_names = task.class_names;
   return b.net;
+}
+
+std::optional<StoredInput> stored_input(const std::map<std::string, std::string>& metadata) {
+  const auto norm = metadata.find("normalization");
+  if (norm == metadata.end()) return std::nullopt;
+  const nlohmann::json n = nlohmann::json::parse(norm->second);
+  StoredInput in;
+  in.normalization.mean = n.at("mean").get<std::vector<double>>();
+  in.normalization.std = n.at("std").get<std::vector<double>>();
+  for (auto [key, value] : {std::pair{"image_channels", &in.image_channels}, std::pair{"image_size", &in.image_size}})
+    if (const auto it = metadata.find(key); it != metadata.end()) *value = std::stoll(it->second);
+  return in;
+}
+
+data::ChannelStats for_model_channels(data::ChannelStats stats, int64_t channels) {
+  if (channels > 1 && stats.mean.size() == 1 && stats.std.size() == 1) {
+    stats.mean.assign(static_cast<size_t>(channels), stats.mean[0]);
+    stats.std.assign(static_cast<size_t>(channels), stats.std[0]);
+  }
+  return stats;
 }
 
 nlohmann::json evaluate_weights(const nlohmann::json& user_config, const std::string& weights_path, data::Split split,

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -114,5 +115,20 @@ nlohmann::json evaluate_weights(const nlohmann::json& config, const std::string&
 // the task's class names.
 std::shared_ptr<Module> load_run_network(const nlohmann::json& config, const std::string& weights_path,
                                          std::vector<std::string>* class_names = nullptr);
+
+// What a run stores in its model.safetensors about the model's input: the normalization, and the
+// channel count and side of its training images (0 where the file does not say: files written before
+// they were stored, or images that are not square). Nothing for a file without a normalization (a
+// torchvision dump, an `orbit train` run).
+struct StoredInput {
+  data::ChannelStats normalization;
+  int64_t image_channels = 0, image_size = 0;
+};
+std::optional<StoredInput> stored_input(const std::map<std::string, std::string>& metadata);
+
+// `stats` for a model of `channels` input channels: one channel's statistics stand for each of them (a
+// grey image copied to an RGB model's channels, or a file written before normalizations were stored
+// per model channel); any other count is returned as it is.
+data::ChannelStats for_model_channels(data::ChannelStats stats, int64_t channels);
 
 }  // namespace orbit

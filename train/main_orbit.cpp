@@ -365,11 +365,9 @@ int cmd_evaluate(int argc, char** argv) {
   // The normalization the weights were trained with: an orbit run's file stores it (its training
   // subset's statistics); an `orbit train` run used those of the whole training split.
   data::ChannelStats stats;
-  if (meta.count("normalization")) {
-    const auto n = nlohmann::json::parse(meta["normalization"]);
-    stats.mean = n.at("mean").get<std::vector<double>>();
-    stats.std = n.at("std").get<std::vector<double>>();
-    const int64_t images = meta.count("image_channels") ? std::stoll(meta["image_channels"]) : static_cast<int64_t>(stats.mean.size());
+  if (const auto stored = stored_input(meta)) {
+    stats = stored->normalization;
+    const int64_t images = stored->image_channels > 0 ? stored->image_channels : static_cast<int64_t>(stats.mean.size());
     ORBIT_CHECK(images == train.channels() && static_cast<int64_t>(stats.mean.size()) == train.channels(), "evaluate: ",
                 a.opts["weights"], " was trained on ", images, "-channel images (its normalization has ", stats.mean.size(),
                 " channel(s)), but ", dataset, " has ", train.channels(), "-channel images; evaluate it with its run's config: "

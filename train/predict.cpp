@@ -14,6 +14,7 @@
 #include "engine/ops.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
+#include "train/finetune.h"
 #include "weights/weights.h"
 
 namespace orbit {
@@ -73,17 +74,14 @@ nlohmann::json predict_images(const PredictOptions& o) {
   model->eval();
 
   // Preprocessing.
-  const bool orbit_run = meta.count("normalization") > 0;
+  const std::optional<StoredInput> stored = stored_input(meta);
+  const bool orbit_run = stored.has_value();
   std::vector<double> mean = o.mean, std = o.std;
   if (mean.empty() && std.empty()) {
     if (orbit_run) {
-      const auto n = nlohmann::json::parse(meta["normalization"]);
-      mean = n.at("mean").get<std::vector<double>>();
-      std = n.at("std").get<std::vector<double>>();
-      if (mean.size() == 1 && std.size() == 1 && mo.in_channels > 1) {  // a grey run's statistics, one for each channel
-        mean.assign(static_cast<size_t>(mo.in_channels), mean[0]);
-        std.assign(static_cast<size_t>(mo.in_channels), std[0]);
-      }
+      const data::ChannelStats n = for_model_channels(stored->normalization, mo.in_channels);
+      mean = n.mean;
+      std = n.std;
     } else if (mo.in_channels == 3) {
       mean = {0.485, 0.456, 0.406};  // ImageNet's, as torchvision's pretrained models expect
       std = {0.229, 0.224, 0.225};
@@ -96,10 +94,10 @@ nlohmann::json predict_images(const PredictOptions& o) {
   // count (a grey run on an RGB model: read grey, then copied to the model's channels) and, when the
   // run's images were S x S, in the run's image format (shorter side resized to S, central crop; as
   // data::to_image_format, without rounding to 8-bit levels).
-  const int64_t run_channels = orbit_run && meta.count("image_channels") ? std::stoll(meta["image_channels"]) : mo.in_channels;
+  const int64_t run_channels = orbit_run && stored->image_channels > 0 ? stored->image_channels : mo.in_channels;
   ORBIT_CHECK(run_channels == mo.in_channels || (run_channels == 1 && mo.in_channels == 3), "predict: ", o.weights,
               " says its run's images had ", run_channels, " channel(s), but the model takes ", mo.in_channels);
-  const int64_t run_size = orbit_run && meta.count("image_size") ? std::stoll(meta["image_size"]) : 0;
+  const int64_t run_size = orbit_run ? stored->image_size : 0;
   const bool run_format = run_size > 0 && o.resize < 0 && o.crop < 0;
   const int64_t resize = o.resize >= 0 ? o.resize : run_format ? run_size : orbit_run ? 0 : 256;
   const int64_t crop = o.crop >= 0 ? o.crop : run_format ? run_size : orbit_run ? 0 : 224;

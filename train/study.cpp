@@ -59,6 +59,7 @@ struct Plan {
   std::vector<Run> runs;
   std::vector<int64_t> seeds;
   int64_t cv_seed = 0;
+  std::vector<std::string> report_groups;  // the finetune block's eval_groups: the report's columns
 };
 
 // The run-config keys a study sets itself for every run; one set in "finetune", a method's or a
@@ -131,7 +132,7 @@ Plan make_plan(const nlohmann::json& s) {
     throw Error(str_cat("study config: key \"pretrain\": ", e.what()));
   }
   // The report compares every method on the orbits of the finetune block's "eval_groups".
-  std::vector<std::string> report_groups;
+  std::vector<std::string>& report_groups = p.report_groups;
   try {
     report_groups = resolve_run_config(merged(s["finetune"], {{"out_dir", p.out_dir}}))["eval_groups"].get<std::vector<std::string>>();
   } catch (const Error& e) {
@@ -531,8 +532,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
   const auto planned_for = [&](const Plan::Run& run) -> const std::optional<nlohmann::json>& {
     return planned_of[static_cast<size_t>(&run - p.runs.data())];
   };
-  const nlohmann::json ft = resolve_run_config(merged(p.study["finetune"], {{"out_dir", "x"}}));
-  const std::vector<std::string> eval_groups = ft["eval_groups"].get<std::vector<std::string>>();
+  const std::vector<std::string>& eval_groups = p.report_groups;
 
   nlohmann::json summary = {{"name", p.study.value("name", "study")}, {"pretrain", pre["metrics"]}, {"regimes", nlohmann::json::object()}};
   std::string md = "# " + p.study.value("name", std::string("Study")) + "\n\n";
