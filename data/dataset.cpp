@@ -300,7 +300,8 @@ ImageClassificationDataset load_idx_folder_dataset(const std::string& name, Spli
 }
 
 // "folder:PATH": PATH/<split>/, whose class folders must match the other split's when it exists.
-ImageClassificationDataset load_folder_dataset(const std::string& name, Split split, const ImageFormat& format) {
+ImageClassificationDataset load_folder_dataset(const std::string& name, Split split, const ImageFormat& format,
+                                               const LoadProgress& progress) {
   const std::filesystem::path base = name.substr(kFolderPrefixLen);
   const std::filesystem::path dir = base / split_name(split);
   const std::filesystem::path other = base / split_name(split == Split::Train ? Split::Test : Split::Train);
@@ -320,7 +321,7 @@ ImageClassificationDataset load_folder_dataset(const std::string& name, Split sp
                           "); both splits need the same classes so that labels agree"));
     }
   }
-  return load_image_folder(dir.string(), format, name + "/" + split_name(split));
+  return load_image_folder(dir.string(), format, name + "/" + split_name(split), progress);
 }
 }  // namespace
 
@@ -345,9 +346,9 @@ ImageClassificationDataset load_named_dataset(const std::string& name, Split spl
 }  // namespace
 
 ImageClassificationDataset load_dataset(const std::string& name, Split split, const std::string& root,
-                                        const ImageFormat& format) {
+                                        const ImageFormat& format, const LoadProgress& progress) {
   check_image_format(format, str_cat("load_dataset: ", name));
-  if (is_folder_name(name)) return load_folder_dataset(name, split, format);
+  if (is_folder_name(name)) return load_folder_dataset(name, split, format, progress);
   if (is_idx_name(name)) return to_image_format(load_idx_folder_dataset(name, split), format);
   return to_image_format(load_named_dataset(name, split, root), format);
 }

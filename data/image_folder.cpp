@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "data/image_io.h"
 
@@ -46,34 +47,37 @@ std::vector<std::string> image_folder_classes(const std::string& root) {
 }
 
 ImageClassificationDataset load_image_folder(const std::string& root, const ImageFormat& format,
-                                             const std::string& name) {
+                                             const std::string& name, const LoadProgress& progress) {
   check_image_format(format, "load_image_folder: '" + root + "'");
   const std::vector<std::string> classes = image_folder_classes(root);
+  std::vector<std::pair<fs::path, int64_t>> files;  // every image with its label, listed before any is read
+  for (size_t c = 0; c < classes.size(); ++c) {
+    const std::vector<fs::path> in_class = image_files(fs::path(root) / classes[c]);
+    ORBIT_CHECK(!in_class.empty(), "load_image_folder: '", root, "': class folder '", classes[c],
+                "' holds no image (expected .png, .jpg, .jpeg or .bmp files)");
+    for (const auto& f : in_class) files.emplace_back(f, static_cast<int64_t>(c));
+  }
+  const int64_t total = static_cast<int64_t>(files.size());
   std::vector<Tensor> images;
   std::vector<int64_t> labels;
-  std::string first_file;  // the file that fixed the expected shape
-  for (size_t c = 0; c < classes.size(); ++c) {
-    const fs::path dir = fs::path(root) / classes[c];
-    const std::vector<fs::path> files = image_files(dir);
-    ORBIT_CHECK(!files.empty(), "load_image_folder: '", root, "': class folder '", classes[c],
-                "' holds no image (expected .png, .jpg, .jpeg or .bmp files)");
-    for (const auto& f : files) {
-      Tensor img = to_image_format(read_image(f.string(), format.channels), format, f.string());
-      if (images.empty()) {
-        first_file = f.string();
-      } else {
-        ORBIT_CHECK(img.shape() == images.front().shape(), "load_image_folder: '", f.string(), "' is ",
-                    shape_str(img.shape()), " [C, H, W]; expected ", shape_str(images.front().shape()),
-                    " like '", first_file, "' (all images must have the same size and channels",
-                    format.channels == 0 || format.size == 0
-                        ? "; set the format's channels (1 or 3) and size (S for S x S) to convert them as they "
-                          "are read: the run config's keys \"image_channels\" and \"image_size\""
-                        : "",
-                    ")");
-      }
-      images.push_back(std::move(img));
-      labels.push_back(static_cast<int64_t>(c));
+  images.reserve(files.size());
+  labels.reserve(files.size());
+  for (const auto& [f, label] : files) {
+    Tensor img = to_image_format(read_image(f.string(), format.channels), format, f.string());
+    if (!images.empty()) {
+      const std::string& first_file = files.front().first.string();  // the file that fixed the expected shape
+      ORBIT_CHECK(img.shape() == images.front().shape(), "load_image_folder: '", f.string(), "' is ",
+                  shape_str(img.shape()), " [C, H, W]; expected ", shape_str(images.front().shape()), " like '",
+                  first_file, "' (all images must have the same size and channels",
+                  format.channels == 0 || format.size == 0
+                      ? "; set the format's channels (1 or 3) and size (S for S x S) to convert them as they "
+                        "are read: the run config's keys \"image_channels\" and \"image_size\""
+                      : "",
+                  ")");
     }
+    images.push_back(std::move(img));
+    labels.push_back(label);
+    if (progress) progress(static_cast<int64_t>(images.size()), total);
   }
   const Shape& s = images.front().shape();
   const int64_t N = static_cast<int64_t>(images.size()), per = shape_numel(s);

@@ -24,8 +24,9 @@ std::vector<std::string> image_folder_classes(const std::string& root);
 // labels [N], each brought to `format` (data/dataset.h: the channels, 1 grey or 3 RGB, and the size S
 // x S) as it is read. After that all images must have the same size and channel count (an error names
 // the file, its shape and the expected shape with the file that set it). An empty class folder or no
-// class folder is an error naming ROOT. Named `name`, or ROOT when empty.
+// class folder is an error naming ROOT. Named `name`, or ROOT when empty. The files are listed first,
+// then read; `progress` (when not empty) is told (i, N) after the i-th of the N images.
 ImageClassificationDataset load_image_folder(const std::string& root, const ImageFormat& format = {},
-                                             const std::string& name = "");
+                                             const std::string& name = "", const LoadProgress& progress = {});
 
 }  // namespace orbit::data

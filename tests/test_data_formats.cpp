@@ -325,10 +325,21 @@ TEST(DataImageFolder, LoadsClassesAndFilesInSortedOrder) {
     }
   }
   ds.validate();
-  // channels = 1 converts every image.
-  const auto grey = load_image_folder(root.string(), ImageFormat{1}, "grey");
+  // channels = 1 converts every image; the progress callback is told each image read, of all five
+  // (the files are listed before the first is read).
+  std::vector<std::pair<int64_t, int64_t>> told;
+  const auto grey = load_image_folder(root.string(), ImageFormat{1}, "grey",
+                                      [&](int64_t done, int64_t total) { told.emplace_back(done, total); });
   EXPECT_EQ(grey.images.shape(), (Shape{5, 1, 4, 5}));
   EXPECT_EQ(grey.name, "grey");
+  EXPECT_EQ(told, (std::vector<std::pair<int64_t, int64_t>>{{1, 5}, {2, 5}, {3, 5}, {4, 5}, {5, 5}}));
+  // load_dataset passes it on for folder:PATH.
+  fs::create_directories(dir.path() / "ds");
+  fs::rename(root, dir.path() / "ds" / "train");
+  told.clear();
+  load_dataset("folder:" + (dir.path() / "ds").string(), Split::Train, "data", {},
+               [&](int64_t done, int64_t total) { told.emplace_back(done, total); });
+  EXPECT_EQ(told.size(), 5u);
 }
 
 TEST(DataImageFolder, Errors) {

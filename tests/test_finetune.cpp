@@ -194,7 +194,7 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   expect_bad({{"lambda", 1.0}, {"element_weights", {1.0, 2.0, 1.0}}, {"samples", 2}}, {"element_weights", "samples 2"});
   expect_bad({{"lambda", 1.0}, {"element_weights", {1.0, 2.0, 1.0}}, {"reference", "orbit_mean"}},
              {"element_weights", "upright", "orbit_mean"});
-  expect_bad({{"taps", {"layer9"}}, {"lambda", 1.0}}, {"layer9"});
+  expect_bad({{"taps", {"layer9"}}, {"lambda", 1.0}}, {"key \"taps\"", "layer9", "did you mean \"layer1\""});
   // C4 and D4 rotate by 90 degrees: non-square images are refused; C2 and flips are fine on them.
   expect_bad({{"group", "C4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "C4", "12x10", "\"image_size\""}, 12, 10);
   expect_bad({{"group", "D4"}, {"eval_groups", nlohmann::json::array()}}, {"square", "D4"}, 12, 10);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <tuple>
 
 #include "data/image_io.h"
 #include "models/registry.h"
@@ -192,6 +193,21 @@ TEST(Predict, OrbitModelMetadataAndBadOptions) {
     f << "a\nb\n";
   }
   expect_error([&] { PredictOptions b = o; b.labels = dir.file("labels.txt"); predict_images(b); }, {"labels.txt", "2 lines", "3 classes"});
+  // Metadata edited by hand: each value that does not read is named with its key and the file.
+  for (const auto& [key, value, expected] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"normalization", "{\"mean\": [0.5]", "which is not JSON"},
+           {"normalization", "{\"mean\": [0.5], \"std\": [0]}", "each std above 0"},
+           {"normalization", "{\"mean\": \"grey\", \"std\": [0.25]}", "one value per channel"},
+           {"image_channels", "three", "expected an integer"},
+           {"image_size", "28px", "expected an integer"},
+           {"classes", "[\"cat\", 2, \"eel\"]", "expected a list of class names"}}) {
+    Metadata meta = {{"model", "small_cnn"}, {"num_classes", "3"}, {"classes", R"(["cat", "dog", "eel"])"},
+                     {"normalization", R"({"mean": [0.5], "std": [0.25]})"}};
+    meta[key] = value;
+    const std::string hw = dir.file("edited.safetensors");
+    save_weights(hw, *m, meta);
+    expect_error([&] { PredictOptions b = o; b.weights = hw; predict_images(b); }, {hw, "'" + key + "'", expected});
+  }
   // Without metadata the architecture must be named.
   save_weights(dir.file("bare.safetensors"), *m);
   expect_error([&] { PredictOptions b = o; b.weights = dir.file("bare.safetensors"); predict_images(b); }, {"--model", "small_cnn"});
@@ -221,6 +237,15 @@ TEST(Predict, OrbitModelMetadataAndBadOptions) {
       << testing::read_file_bytes(out);
   EXPECT_NE(testing::read_file_bytes(out).find("has 2; the weights of a run on some of the classes are evaluated with the run's config: "
                                                "orbit evaluate --config "), std::string::npos) << testing::read_file_bytes(out);
+  // ... and one whose class count was edited by hand is named with its key.
+  {
+    const std::string hw = dir.file("edited_count.safetensors");
+    save_weights(hw, *m, {{"model", "small_cnn"}, {"num_classes", "three"}});
+    EXPECT_NE(std::system((std::string(ORBIT_BINARY_DIR) + "/orbit evaluate --weights " + hw + " --dataset folder:" +
+                           dir.file("ds") + " > " + out + " 2>&1").c_str()), 0);
+    EXPECT_NE(testing::read_file_bytes(out).find(hw + ": metadata key 'num_classes' holds 'three'; expected an integer"),
+              std::string::npos) << testing::read_file_bytes(out);
+  }
   // A file that stores its normalization (an orbit run's) is evaluated with it, not with the dataset's
   // statistics: the loss printed is that of the file's normalization.
   ModelOptions two = mo;

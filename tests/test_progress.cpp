@@ -87,5 +87,30 @@ TEST(Progress, UnknownTotalCountsWithoutABar) {
   EXPECT_EQ(lines[0].find('['), std::string::npos) << lines[0];
 }
 
+// A load's callback: nothing for a quick load; for a long one the same tenth-of-the-way lines as a bar,
+// finished (closing line with the elapsed time) when the last item is told, not when it is destroyed.
+// "Quick" is timed; the two cases take the extremes (never long, long at once) so the test does not
+// depend on the machine's speed.
+TEST(Progress, LoadProgressShowsLongLoadsOnly) {
+  FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  {
+    auto quick = load_progress("read quick", 1e9, "img", f);
+    for (int64_t i = 1; i <= 99; ++i) quick(i, 99);
+  }
+  EXPECT_TRUE(lines_of(f).empty());
+  auto slow = load_progress("read folder:x/train", 0.0, "img", f);
+  auto copy = slow;  // copies share one bar
+  for (int64_t i = 1; i <= 200; ++i) (i % 2 ? slow : copy)(i, 200);
+  const std::vector<std::string> lines = lines_of(f);
+  std::fclose(f);
+  ASSERT_EQ(lines.size(), 11u);
+  EXPECT_EQ(lines[0].rfind("read folder:x/train [", 0), 0u) << lines[0];
+  EXPECT_NE(lines[0].find("] 1/200 img"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[5].find("] 100/200 img"), std::string::npos) << lines[5];
+  EXPECT_NE(lines[10].find("[========================] 200/200 img"), std::string::npos) << lines[10];
+  EXPECT_EQ(lines[10].find("ETA"), std::string::npos) << lines[10];
+}
+
 }  // namespace
 }  // namespace orbit

@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <filesystem>
+#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,43 @@ void check_not_a_checkpoint(const std::string& path, const std::map<std::string,
   throw Error(str_cat(what, ": ", path, " is a run's training checkpoint (the model with the optimizer's state, for "
                       "resuming that run), not a weight file; start from the weights the run wrote beside it, ",
                       dir.empty() ? "." : dir, "/model.safetensors"));
+}
+
+namespace {
+const std::string& metadata_value(const std::string& path, const std::map<std::string, std::string>& metadata,
+                                  const std::string& key) {
+  const auto it = metadata.find(key);
+  ORBIT_CHECK(it != metadata.end(), path, ": the metadata has no key '", key, "'");
+  return it->second;
+}
+
+std::string shortened(const std::string& v) { return v.size() <= 60 ? v : v.substr(0, 57) + "..."; }
+}  // namespace
+
+int64_t metadata_integer(const std::string& path, const std::map<std::string, std::string>& metadata,
+                         const std::string& key) {
+  const std::string& v = metadata_value(path, metadata, key);
+  size_t used = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(v, &used);
+  } catch (const std::logic_error&) {
+    used = 0;
+  }
+  ORBIT_CHECK(used > 0 && used == v.size(), path, ": metadata key '", key, "' holds '", shortened(v),
+              "'; expected an integer (was the file edited by hand?)");
+  return n;
+}
+
+nlohmann::json metadata_json(const std::string& path, const std::map<std::string, std::string>& metadata,
+                             const std::string& key) {
+  const std::string& v = metadata_value(path, metadata, key);
+  try {
+    return nlohmann::json::parse(v);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat(path, ": metadata key '", key, "' holds '", shortened(v), "', which is not JSON (", e.what(),
+                        "); was the file edited by hand?"));
+  }
 }
 
 void save_checkpoint(const std::string& path, const TrainingState& st) {

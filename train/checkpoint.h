@@ -4,8 +4,11 @@
 // the metadata). Writes are atomic, so an interrupted save never destroys the previous checkpoint.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/random.h"
 #include "layers/module.h"
@@ -32,6 +35,13 @@ inline constexpr const char* kCheckpointFormat = "orbit-checkpoint";
 // option), and the message names the model.safetensors the run writes beside its checkpoint.
 void check_not_a_checkpoint(const std::string& path, const std::map<std::string, std::string>& metadata,
                             const std::string& what);
+
+// The metadata value `key` of the weight file `path` read as an integer, or parsed as JSON: a value that
+// is not one (a hand-edited or foreign file) is an error naming the file, the key and the value.
+int64_t metadata_integer(const std::string& path, const std::map<std::string, std::string>& metadata,
+                         const std::string& key);
+nlohmann::json metadata_json(const std::string& path, const std::map<std::string, std::string>& metadata,
+                             const std::string& key);
 
 void save_checkpoint(const std::string& path, const TrainingState& state);
 // Throws naming the file when it is not an Orbit checkpoint of a supported version.

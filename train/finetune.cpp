@@ -1,5 +1,6 @@
 #include "train/finetune.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -187,9 +188,10 @@ struct Task {
 // training set itself.
 Task load_task(const nlohmann::json& c, const RunOptions& o, bool eval_on_test = true) {
   auto load = [&](data::Split s) {
-    return o.dataset_provider ? o.dataset_provider(s)
-                              : data::load_dataset(c["dataset"].get<std::string>(), s, c["data_dir"].get<std::string>(),
-                                                   image_format_of(c));
+    if (o.dataset_provider) return o.dataset_provider(s);
+    const std::string name = c["dataset"];
+    return data::load_dataset(name, s, c["data_dir"].get<std::string>(), image_format_of(c),
+                              o.quiet ? data::LoadProgress{} : load_progress(str_cat("read ", name, "/", data::split_name(s))));
   };
   data::ImageClassificationDataset train = load(data::Split::Train);
   data::ImageClassificationDataset test = load(data::Split::Test);
@@ -307,7 +309,7 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
     // The head's classes and the stem's input channels as the file has them (a torchvision dump
     // written by weights/export_torch.py has 1000 classes and 3 channels).
     const WeightShapes shapes = infer_weight_shapes(c["model"], tensors, "run config: key \"weights\": " + weights);
-    mo.num_classes = get("num_classes").empty() ? shapes.num_classes : std::stoll(get("num_classes"));
+    mo.num_classes = get("num_classes").empty() ? shapes.num_classes : metadata_integer(weights, meta, "num_classes");
     if (shapes.in_channels != mo.in_channels) {
       ORBIT_CHECK(mo.in_channels == 1 && shapes.in_channels > 1, "run config: key \"weights\": ", weights, " is a model of ",
                   shapes.in_channels, "-channel images ('", shapes.stem_key, "'), but the task's images have ", mo.in_channels,
@@ -322,7 +324,7 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
     StateDict sd;
     for (const auto& [k, t] : tensors) sd.insert(k, t);
     b.model->load_state_dict(sd, /*strict=*/true);
-    if (const auto stored = stored_input(meta)) {
+    if (const auto stored = stored_input(weights, meta)) {
       b.mean = stored->normalization.mean;
       b.std = stored->normalization.std;
     }
@@ -331,7 +333,7 @@ Built build_model(const nlohmann::json& c, const Task& task, Generator& gen, boo
     // answers for the classes it was trained on: they must be the task's. (A torchvision export names
     // its categories in words, which an image folder may name otherwise, e.g. by WordNet id.)
     if (!c["reset_head"].get<bool>() && !get("dataset").empty() && !get("classes").empty() && !task.class_names.empty()) {
-      const auto trained = nlohmann::json::parse(get("classes"));
+      const nlohmann::json trained = stored_classes(weights, meta);
       const nlohmann::json wanted = task.class_names;
       ORBIT_CHECK(trained == wanted, "run config: key \"weights\": ", weights, " was trained on the classes ",
                   trained.dump(), ", but the task's classes are ", wanted.dump(),
@@ -612,7 +614,13 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   ro.taps = c["taps"].get<std::vector<std::string>>();
   ro.tap_weight = c["tap_weight"];
   ro.preserve = c["preserve"];
-  for (const auto& t : ro.taps) built.model->submodule(t);  // a bad tap name fails now, naming it
+  for (const auto& t : ro.taps) {  // a bad tap name fails now, naming it
+    try {
+      built.model->submodule(t);
+    } catch (const Error& e) {
+      throw Error(str_cat("run config: key \"taps\": ", e.what()));
+    }
+  }
   const double lambda = c["lambda"];
   // The penalty is the regularizer R (weight lambda) or, with canonicalization, the scorer's prior.
   const double penalty_weight = built.canon ? c["canon_prior"].get<double>() : lambda;
@@ -1008,9 +1016,8 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   Metadata meta;
   load_safetensors(weights_path, &meta);
   Task task;  // only the shapes and the class names are needed
-  const auto classes = meta.count("classes") ? nlohmann::json::parse(meta["classes"]).get<std::vector<std::string>>()
-                                             : std::vector<std::string>{};
-  const std::optional<StoredInput> stored = stored_input(meta);
+  const std::vector<std::string> classes = stored_classes(weights_path, meta);
+  const std::optional<StoredInput> stored = stored_input(weights_path, meta);
   ORBIT_CHECK(stored, weights_path, ": no normalization in the metadata; expected a model.safetensors written by an orbit run");
   // The images' channels: a grey task on an RGB model stores the model's normalization (3 channels)
   // and the images' channel count (1).
@@ -1020,7 +1027,8 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   task.train.labels = Tensor::zeros({1}, DType::I64);
   task.class_names = classes;
   if (task.class_names.empty())
-    for (int64_t k = 0; k < std::stoll(meta.at("num_classes")); ++k) task.class_names.push_back(std::to_string(k));
+    for (int64_t k = 0, n = metadata_integer(weights_path, meta, "num_classes"); k < n; ++k)
+      task.class_names.push_back(std::to_string(k));
   Generator gen(0);
   Built b = build_model(c, task, gen, true, true);
   b.net->eval();
@@ -1028,16 +1036,32 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& user_config, cons
   return b.net;
 }
 
-std::optional<StoredInput> stored_input(const std::map<std::string, std::string>& metadata) {
-  const auto norm = metadata.find("normalization");
-  if (norm == metadata.end()) return std::nullopt;
-  const nlohmann::json n = nlohmann::json::parse(norm->second);
+std::optional<StoredInput> stored_input(const std::string& path, const std::map<std::string, std::string>& metadata) {
+  if (!metadata.count("normalization")) return std::nullopt;
+  const nlohmann::json n = metadata_json(path, metadata, "normalization");
   StoredInput in;
-  in.normalization.mean = n.at("mean").get<std::vector<double>>();
-  in.normalization.std = n.at("std").get<std::vector<double>>();
+  try {
+    in.normalization.mean = n.at("mean").get<std::vector<double>>();
+    in.normalization.std = n.at("std").get<std::vector<double>>();
+  } catch (const nlohmann::json::exception&) {
+    in.normalization.mean.clear();
+  }
+  const auto& ns = in.normalization;
+  const bool positive = std::all_of(ns.std.begin(), ns.std.end(), [](double v) { return v > 0; });
+  ORBIT_CHECK(!ns.mean.empty() && ns.mean.size() == ns.std.size() && positive, path, ": metadata key 'normalization' holds ",
+              n.dump(), "; expected {\"mean\": [...], \"std\": [...]}, one value per channel, each std above 0 (was the "
+              "file edited by hand?)");
   for (auto [key, value] : {std::pair{"image_channels", &in.image_channels}, std::pair{"image_size", &in.image_size}})
-    if (const auto it = metadata.find(key); it != metadata.end()) *value = std::stoll(it->second);
+    if (metadata.count(key)) *value = metadata_integer(path, metadata, key);
   return in;
+}
+
+std::vector<std::string> stored_classes(const std::string& path, const std::map<std::string, std::string>& metadata) {
+  if (!metadata.count("classes")) return {};
+  const nlohmann::json j = metadata_json(path, metadata, "classes");
+  ORBIT_CHECK(j.is_array() && std::all_of(j.begin(), j.end(), [](const nlohmann::json& e) { return e.is_string(); }), path,
+              ": metadata key 'classes' holds ", j.dump(), "; expected a list of class names (was the file edited by hand?)");
+  return j.get<std::vector<std::string>>();
 }
 
 data::ChannelStats for_model_channels(data::ChannelStats stats, int64_t channels) {
@@ -1056,6 +1080,7 @@ nlohmann::json evaluate_weights(const nlohmann::json& user_config, const std::st
   uc["equitune"] = user_config.value("equitune", false);
   const nlohmann::json c = resolve_run_config(uc);
   RunOptions o;
+  o.quiet = quiet;
   const Task task = load_task(c, o, split == data::Split::Test);
   Generator gen(0);
   Built built = build_model(c, task, gen, quiet, true);

@@ -119,12 +119,17 @@ std::shared_ptr<Module> load_run_network(const nlohmann::json& config, const std
 // What a run stores in its model.safetensors about the model's input: the normalization, and the
 // channel count and side of its training images (0 where the file does not say: files written before
 // they were stored, or images that are not square). Nothing for a file without a normalization (a
-// torchvision dump, an `orbit train` run).
+// torchvision dump, an `orbit train` run). Values that do not read (a hand-edited file) are an error
+// naming `path`, the key and the value.
 struct StoredInput {
   data::ChannelStats normalization;
   int64_t image_channels = 0, image_size = 0;
 };
-std::optional<StoredInput> stored_input(const std::map<std::string, std::string>& metadata);
+std::optional<StoredInput> stored_input(const std::string& path, const std::map<std::string, std::string>& metadata);
+
+// The class names a run stores in its model.safetensors ("classes"), empty when the file has none;
+// an error naming `path` when the value is not a JSON list of strings.
+std::vector<std::string> stored_classes(const std::string& path, const std::map<std::string, std::string>& metadata);
 
 // `stats` for a model of `channels` input channels: one channel's statistics stand for each of them (a
 // grey image copied to an RGB model's channels, or a file written before normalizations were stored

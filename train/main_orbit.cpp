@@ -29,6 +29,7 @@
 #include "train/config.h"
 #include "train/finetune.h"
 #include "train/predict.h"
+#include "train/progress.h"
 #include "train/report.h"
 #include "train/study.h"
 #include "train/trainer.h"
@@ -361,11 +362,14 @@ int cmd_evaluate(int argc, char** argv) {
   const std::string root = a.opts.count("data-dir") ? a.opts["data-dir"] : "data";
   const std::string split_s = a.opts.count("split") ? a.opts["split"] : "test";
   ORBIT_CHECK(split_s == "test" || split_s == "train", "evaluate: --split must be 'train' or 'test', got '", split_s, "'");
-  const auto train = data::load_dataset(dataset, data::Split::Train, root);
+  const auto read = [&](data::Split s) {
+    return data::load_dataset(dataset, s, root, {}, load_progress(str_cat("read ", dataset, "/", data::split_name(s))));
+  };
+  const auto train = read(data::Split::Train);
   // The normalization the weights were trained with: an orbit run's file stores it (its training
   // subset's statistics); an `orbit train` run used those of the whole training split.
   data::ChannelStats stats;
-  if (const auto stored = stored_input(meta)) {
+  if (const auto stored = stored_input(a.opts["weights"], meta)) {
     stats = stored->normalization;
     const int64_t images = stored->image_channels > 0 ? stored->image_channels : static_cast<int64_t>(stats.mean.size());
     ORBIT_CHECK(images == train.channels() && static_cast<int64_t>(stats.mean.size()) == train.channels(), "evaluate: ",
@@ -375,9 +379,9 @@ int cmd_evaluate(int argc, char** argv) {
   } else {
     stats = data::channel_stats(train);
   }
-  const auto ds = (split_s == "train" ? train : data::load_dataset(dataset, data::Split::Test, root))
+  const auto ds = (split_s == "train" ? train : read(data::Split::Test))
                       .normalized(stats.mean, stats.std);
-  if (meta.count("num_classes") && std::stoll(meta["num_classes"]) != ds.num_classes()) {
+  if (meta.count("num_classes") && metadata_integer(a.opts["weights"], meta, "num_classes") != ds.num_classes()) {
     const std::string dir = std::filesystem::path(a.opts["weights"]).parent_path().string();
     throw Error(str_cat("evaluate: ", a.opts["weights"], " answers for ", meta["num_classes"], " classes",
                         meta.count("classes") ? " " + meta["classes"] : std::string(), ", but ", dataset, " has ", ds.num_classes(),

@@ -74,7 +74,7 @@ nlohmann::json predict_images(const PredictOptions& o) {
   model->eval();
 
   // Preprocessing.
-  const std::optional<StoredInput> stored = stored_input(meta);
+  const std::optional<StoredInput> stored = stored_input(o.weights, meta);
   const bool orbit_run = stored.has_value();
   std::vector<double> mean = o.mean, std = o.std;
   if (mean.empty() && std.empty()) {
@@ -113,7 +113,7 @@ nlohmann::json predict_images(const PredictOptions& o) {
     ORBIT_CHECK(static_cast<int64_t>(labels.size()) == mo.num_classes, "predict: ", o.labels, " has ", labels.size(),
                 " lines, but the model has ", mo.num_classes, " classes");
   } else if (meta.count("classes")) {
-    labels = nlohmann::json::parse(meta["classes"]).get<std::vector<std::string>>();
+    labels = stored_classes(o.weights, meta);
   }
 
   nlohmann::json out = {{"model", name},

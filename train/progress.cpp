@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <memory>
 
 namespace orbit {
 
@@ -88,6 +89,27 @@ void ProgressBar::draw(bool final_line) {
   else
     std::fprintf(out_, "%s\n", line.c_str());
   std::fflush(out_);
+}
+
+std::function<void(int64_t, int64_t)> load_progress(std::string label, double after_seconds, std::string unit,
+                                                    FILE* out) {
+  struct State {
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    std::unique_ptr<ProgressBar> bar;
+    int64_t shown = 0;  // the count the bar has been told
+  };
+  auto state = std::make_shared<State>();
+  return [state, label = std::move(label), unit = std::move(unit), after_seconds, out](int64_t done, int64_t total) {
+    if (!state->bar) {
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - state->start).count();
+      if (done >= total || waited < after_seconds) return;
+      state->bar = std::make_unique<ProgressBar>(label, total, unit, out);
+      state->bar->set_start(state->start);
+    }
+    state->bar->update(done - state->shown);
+    state->shown = done;
+    if (done >= total) state->bar->finish();
+  };
 }
 
 std::string pace_note(int64_t made, double made_seconds, int64_t to_make, const std::string& aside) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,6 +26,9 @@ class ProgressBar {
 
   // Extra count used for the rate, e.g. images when the bar counts batches.
   void set_rate_scale(double items_per_step, std::string rate_unit);
+  // Counts the rate and ETA from `start` (before this bar was made: a bar shown once a loop turns out
+  // to be long), not from the construction.
+  void set_start(std::chrono::steady_clock::time_point start) { start_ = start; }
 
   static std::string format_duration(double seconds);  // "1:02:03", "4:05"
   static std::string fixed(double value, int decimals);  // "0.4123"
@@ -41,6 +45,13 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_, last_draw_;
   std::vector<std::pair<std::string, std::string>> values_;
 };
+
+// A callback for a load told (done, total) after each item (data::LoadProgress): once the load has
+// taken `after_seconds` (counted from this call) with items still to come, it shows a bar labelled
+// `label` counting `unit` (its rate and ETA from that same start), finished when done reaches total.
+// A quicker load shows nothing. Copies share the bar.
+std::function<void(int64_t, int64_t)> load_progress(std::string label, double after_seconds = 2.0,
+                                                    std::string unit = "img", FILE* out = stderr);
 
 // The pace of a loop of long runs, for its per-run line: " (3 made in 4:05; about 9:30 for the 7 left
 // at that pace<aside>)", or "" before the first run is made or when none is left.

@@ -186,8 +186,11 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
 
   // ---------------------------------------------------------------- data
   auto load = [&](data::Split split) {
-    return options.dataset_provider ? options.dataset_provider(split)
-                                    : data::load_dataset(c["dataset"], split, c["data_dir"].get<std::string>(), format);
+    if (options.dataset_provider) return options.dataset_provider(split);
+    const std::string name = c["dataset"];
+    return data::load_dataset(name, split, c["data_dir"].get<std::string>(), format,
+                              options.quiet ? data::LoadProgress{}
+                                            : load_progress(str_cat("read ", name, "/", data::split_name(split))));
   };
   data::ImageClassificationDataset train_raw = load(data::Split::Train), test_raw = load(data::Split::Test);
   const data::ChannelStats stats = data::channel_stats(train_raw);  // normalize both with the training statistics
