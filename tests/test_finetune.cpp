@@ -26,6 +26,7 @@
 #endif
 #include "train/config.h"
 #include "train/finetune.h"
+#include "train/interrupt.h"
 #include "train/predict.h"
 #include "train/study.h"
 #include "train/trainer.h"
@@ -311,6 +312,28 @@ TEST(Finetune, ResumeGivesTheSameWeights) {
   ASSERT_TRUE(r.completed);
   expect_same_weights(weights_of(dir + "/full/model.safetensors"), weights_of(dir + "/split/model.safetensors"));
   EXPECT_EQ(read_json_file(dir + "/full/results.json")["metrics"], r.results["metrics"]);
+  // A stop asked for (Ctrl-C, here without a signal) ends the run at its next batch, naming the
+  // checkpoint it keeps; the same run then resumes to the same weights.
+  c["out_dir"] = dir + "/stopped";
+  request_interrupt();
+  expect_error([&] { run_training(c, o); }, {"interrupted in epoch 1/3 of " + dir + "/stopped", "no epoch had finished"});
+  clear_interrupt();
+  o.stop_after_epoch = 1;
+  EXPECT_FALSE(run_training(c, o).completed);
+  o.stop_after_epoch = 0;
+  request_interrupt();
+  try {
+    run_training(c, o);
+    ADD_FAILURE() << "the run did not stop";
+  } catch (const Interrupted& e) {
+    EXPECT_NE(std::string(e.what()).find("interrupted in epoch 2/3 of " + dir + "/stopped; its checkpoint after epoch 1 is kept (" +
+                                         dir + "/stopped/checkpoint.safetensors); the same command resumes from it"),
+              std::string::npos) << e.what();
+  }
+  clear_interrupt();
+  EXPECT_FALSE(fs::exists(dir + "/stopped/model.safetensors"));
+  ASSERT_TRUE(run_training(c, o).completed);
+  expect_same_weights(weights_of(dir + "/full/model.safetensors"), weights_of(dir + "/stopped/model.safetensors"));
   // With canonicalization the scorer is part of the checkpoint: a split run ends the same.
   nlohmann::json cc = tiny_config(dir + "/canon_full");
   cc["epochs"] = 2;
@@ -837,26 +860,46 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   EXPECT_NE(again.find("== run 1/2: 50%, plain, seed 0\n"), std::string::npos) << again;
   EXPECT_NE(again.find("== run 2/2: 50%, plain, seed 1 (1 made in "), std::string::npos) << again;
   EXPECT_NE(again.find(" for the 1 left at that pace"), std::string::npos) << again;
+  // The CLI's finetune of run.json into `out` in a child process, stderr to `said`, stopped with
+  // `signal` once its first checkpoint is written; returns the child's wait status.
+  auto stop_after_first_checkpoint = [&](const std::string& out, const std::string& said, int signal) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const std::string cfg = dir + "/run.json";
+      ::freopen(said.c_str(), "w", stderr);
+      ::signal(SIGINT, SIG_DFL);  // as from a terminal, whatever the test runner ignores
+      ::execl(cli.c_str(), cli.c_str(), "finetune", "--config", cfg.c_str(), "--out", out.c_str(), "--threads", "1",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    EXPECT_GT(pid, 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!fs::exists(out + "/checkpoint.safetensors") && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ::kill(pid, signal);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return status;
+  };
   const std::string killed = dir + "/killed";
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string cfg = dir + "/run.json";
-    ::freopen("/dev/null", "w", stderr);
-    ::execl(cli.c_str(), cli.c_str(), "finetune", "--config", cfg.c_str(), "--out", killed.c_str(), "--threads", "1",
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(killed + "/checkpoint.safetensors") && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120))
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
+  const int status = stop_after_first_checkpoint(killed, "/dev/null", SIGKILL);
   ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
   ASSERT_FALSE(fs::exists(killed + "/results.json"));
   ASSERT_EQ(run_cli(killed), 0);
   expect_same_weights(weights_of(dir + "/whole/model.safetensors"), weights_of(killed + "/model.safetensors"));
+  // Ctrl-C (SIGINT) after the first checkpoint: the run stops at its next batch with status 130, naming
+  // the checkpoint it keeps, and the same command resumes to the same weights.
+  const std::string stopped = dir + "/stopped", said = dir + "/stopped.txt";
+  const int stop_status = stop_after_first_checkpoint(stopped, said, SIGINT);
+  ASSERT_TRUE(WIFEXITED(stop_status)) << "stopped by the signal itself: " << read_file_bytes(said);
+  ASSERT_EQ(WEXITSTATUS(stop_status), 130) << read_file_bytes(said);
+  EXPECT_NE(read_file_bytes(said).find("orbit: stopping at the next batch"), std::string::npos) << read_file_bytes(said);
+  EXPECT_NE(read_file_bytes(said).find("orbit: interrupted in epoch "), std::string::npos) << read_file_bytes(said);
+  EXPECT_NE(read_file_bytes(said).find(" is kept (" + stopped + "/checkpoint.safetensors); the same command resumes from it"),
+            std::string::npos) << read_file_bytes(said);
+  ASSERT_FALSE(fs::exists(stopped + "/results.json"));
+  ASSERT_EQ(run_cli(stopped), 0);
+  expect_same_weights(weights_of(dir + "/whole/model.safetensors"), weights_of(stopped + "/model.safetensors"));
   fs::remove_all(dir);
 }
 

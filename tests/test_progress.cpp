@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "train/interrupt.h"
 #include "train/progress.h"
 
 namespace orbit {
@@ -110,6 +111,16 @@ TEST(Progress, LoadProgressShowsLongLoadsOnly) {
   EXPECT_NE(lines[5].find("] 100/200 img"), std::string::npos) << lines[5];
   EXPECT_NE(lines[10].find("[========================] 200/200 img"), std::string::npos) << lines[10];
   EXPECT_EQ(lines[10].find("ETA"), std::string::npos) << lines[10];
+}
+
+// After a Ctrl-C (here asked for without a signal) a load stops at its next item.
+TEST(Progress, LoadProgressStopsWhenInterrupted) {
+  auto progress = load_progress("read folder:x/train", 1e9);
+  progress(1, 10);
+  request_interrupt();
+  EXPECT_THROW(progress(2, 10), Interrupted);
+  clear_interrupt();
+  progress(3, 10);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/plot.h"
+#include "train/interrupt.h"
 #include "train/progress.h"
 #include "train/report.h"
 #include "train/scheduler.h"
@@ -470,6 +471,7 @@ groups::EvaluationMetrics evaluate_pass(Module& net, const data::ImageClassifica
     bar = std::make_unique<ProgressBar>(label, ds.size(), "img");
   }
   for (data::Batch& b : loader.epoch(0)) {
+    if (interrupt_requested()) throw Interrupted(str_cat("interrupted while evaluating (", label, ")"));
     ev.add(b.images, b.labels);
     if (bar) bar->update(b.size(), {{"transforms", std::to_string(ev.transforms_per_input())}});
   }
@@ -724,6 +726,9 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
       bar->set_rate_scale(static_cast<double>(c["batch_size"].get<int64_t>()), "img");
     }
     for (data::Batch& b : loader.epoch(epoch)) {
+      if (interrupt_requested())
+        throw Interrupted(str_cat("interrupted in epoch ", epoch + 1, "/", epochs, " of ", out_dir, "; ",
+                                  kept_after_interrupt(ckpt_path, epoch)));
       Tensor logits, penalty;
       if (built.canon) {
         logits = forward(b.images);
@@ -779,8 +784,13 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
 
   // ---------------------------------------------------------------- one evaluation
   const auto t_eval = std::chrono::steady_clock::now();
-  const groups::EvaluationMetrics m =
-      evaluate_orbits(*built.net, task.eval, eval_groups, c, quiet, options.eval_rows ? "validate" : "test");
+  groups::EvaluationMetrics m;
+  try {
+    m = evaluate_orbits(*built.net, task.eval, eval_groups, c, quiet, options.eval_rows ? "validate" : "test");
+  } catch (const Interrupted& e) {
+    throw Interrupted(str_cat(e.what(), " after the last epoch of ", out_dir, "; ", kept_after_interrupt(ckpt_path, epochs),
+                              ", evaluating without training again"));
+  }
   const int64_t passes = c["equitune"].get<bool>() ? G.order() : 1;
   double train_seconds = 0;
   for (const auto& e : history) train_seconds += e.seconds;

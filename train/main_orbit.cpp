@@ -28,6 +28,7 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/finetune.h"
+#include "train/interrupt.h"
 #include "train/predict.h"
 #include "train/progress.h"
 #include "train/report.h"
@@ -411,6 +412,10 @@ int cmd_evaluate(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const std::string cmd = argc > 1 ? argv[1] : "help";
+    // The commands with training or evaluation loops stop at a batch on the first Ctrl-C, naming what
+    // they keep; the others (predict, report, ...) stop at once, as without a handler.
+    if (cmd == "pretrain" || cmd == "finetune" || cmd == "sweep" || cmd == "study" || cmd == "train" || cmd == "evaluate")
+      install_interrupt_handler();
     for (int i = 2; i < argc; ++i)  // `orbit study --help` asks for the usage, not for an option named help
       if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
         std::fputs(kUsage, stdout);
@@ -451,6 +456,9 @@ int main(int argc, char** argv) {
                                                 "models", "config", "version", "help"});
     std::fprintf(stderr, "orbit: error: unknown command '%s'%s\n\n%s", cmd.c_str(), hint.c_str(), kUsage);
     return 2;
+  } catch (const Interrupted& e) {
+    std::fprintf(stderr, "orbit: %s\n", e.what());
+    return 130;  // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
   } catch (const std::exception& e) {
     std::fprintf(stderr, "orbit: error: %s\n", e.what());
     return 1;

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <memory>
 
+#include "train/interrupt.h"
+
 namespace orbit {
 
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit, FILE* out)
@@ -100,6 +102,7 @@ std::function<void(int64_t, int64_t)> load_progress(std::string label, double af
   };
   auto state = std::make_shared<State>();
   return [state, label = std::move(label), unit = std::move(unit), after_seconds, out](int64_t done, int64_t total) {
+    if (interrupt_requested()) throw Interrupted(str_cat("interrupted at ", done, "/", total, " (", label, ")"));
     if (!state->bar) {
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - state->start).count();
       if (done >= total || waited < after_seconds) return;

@@ -49,7 +49,8 @@ class ProgressBar {
 // A callback for a load told (done, total) after each item (data::LoadProgress): once the load has
 // taken `after_seconds` (counted from this call) with items still to come, it shows a bar labelled
 // `label` counting `unit` (its rate and ETA from that same start), finished when done reaches total.
-// A quicker load shows nothing. Copies share the bar.
+// A quicker load shows nothing. Copies share the bar. After a Ctrl-C (train/interrupt.h) it throws
+// Interrupted, so a long load stops at the next item.
 std::function<void(int64_t, int64_t)> load_progress(std::string label, double after_seconds = 2.0,
                                                     std::string unit = "img", FILE* out = stderr);
 

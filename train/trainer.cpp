@@ -11,6 +11,7 @@
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/plot.h"
+#include "train/interrupt.h"
 #include "train/progress.h"
 #include "train/scheduler.h"
 #include "weights/weights.h"
@@ -102,6 +103,7 @@ EvalResult evaluate(Module& model, const data::ImageClassificationDataset& datas
   std::unique_ptr<ProgressBar> bar;
   if (show_progress) bar = std::make_unique<ProgressBar>("evaluate", loader.num_batches(), "batch");
   for (data::Batch& b : loader.epoch(0)) {
+    if (interrupt_requested()) throw Interrupted(str_cat("interrupted while evaluating on ", dataset.name));
     Tensor logits = model(b.images);
     loss_sum += cross_entropy(logits, b.labels, Tensor(), Reduction::Sum).item();
     const auto pred = argmax(logits, 1).to_vector<int64_t>();
@@ -269,6 +271,9 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
       bar->set_rate_scale(static_cast<double>(c["batch_size"].get<int64_t>()), "img");
     }
     for (data::Batch& b : loader.epoch(epoch)) {
+      if (interrupt_requested())
+        throw Interrupted(str_cat("interrupted in epoch ", epoch + 1, "/", epochs, " of ", out_dir, "; ",
+                                  kept_after_interrupt(ckpt_path, epoch)));
       Tensor logits = (*model)(b.images);
       Tensor loss = cross_entropy(logits, b.labels, Tensor(), Reduction::Mean, c["label_smoothing"].get<double>());
       opt->zero_grad();
@@ -292,7 +297,13 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
     sched->step();
     es.train_loss = loss_sum / std::max<int64_t>(seen, 1);
     es.train_accuracy = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
-    const EvalResult ev = evaluate(*model, test_set);
+    EvalResult ev;
+    try {
+      ev = evaluate(*model, test_set);
+    } catch (const Interrupted& e) {
+      throw Interrupted(str_cat(e.what(), " at the end of epoch ", epoch + 1, "/", epochs, " of ", out_dir, "; ",
+                                kept_after_interrupt(ckpt_path, epoch)));
+    }
     es.test_loss = ev.loss;
     es.test_accuracy = ev.accuracy;
     es.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
