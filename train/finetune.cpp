@@ -471,7 +471,7 @@ groups::EvaluationMetrics evaluate_pass(Module& net, const data::ImageClassifica
     bar = std::make_unique<ProgressBar>(label, ds.size(), "img");
   }
   for (data::Batch& b : loader.epoch(0)) {
-    if (interrupt_requested()) throw Interrupted(str_cat("interrupted while evaluating (", label, ")"));
+    if (interrupt_requested()) throw Interrupted(str_cat("interrupted while evaluating on ", ds.name));
     ev.add(b.images, b.labels);
     if (bar) bar->update(b.size(), {{"transforms", std::to_string(ev.transforms_per_input())}});
   }
