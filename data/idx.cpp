@@ -9,6 +9,8 @@
 #include <limits>
 #include <sstream>
 
+#include "engine/file_io.h"
+
 namespace orbit::data {
 
 namespace {
@@ -246,25 +248,7 @@ std::vector<uint8_t> encode_idx(const IdxArray& a) {
 
 void write_idx(const std::string& path, const IdxArray& array) {
   const std::vector<uint8_t> bytes = encode_idx(array);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      const int err = errno;
-      throw Error(str_cat("write_idx: cannot create '", tmp, "': ", std::strerror(err)));
-    }
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(str_cat("write_idx: writing ", bytes.size(), " bytes to '", tmp, "' failed (disk full?)"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw Error(str_cat("write_idx: cannot rename '", tmp, "' to '", path, "': ", std::strerror(err)));
-  }
+  write_file_atomically(path, {ByteSpan{bytes.data(), bytes.size()}}, "write_idx");
 }
 
 Tensor idx_to_tensor(const IdxArray& a, DType dtype, double scale) {

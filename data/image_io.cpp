@@ -14,6 +14,8 @@
 
 #include <unistd.h>
 
+#include "engine/file_io.h"
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wsign-compare"
@@ -75,23 +77,15 @@ void write_png(const std::string& path, const Tensor& image) {
         const double clamped = std::isnan(p) ? 0.0 : std::min(1.0, std::max(0.0, p));  // NaN -> 0
         bytes[static_cast<size_t>((y * W + x) * C + c)] = static_cast<uint8_t>(std::lround(clamped * 255.0));
       }
-  // A temporary name unique to this call, in the same directory so that the rename is atomic.
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
-  errno = 0;
-  const int ok = stbi_write_png(tmp.c_str(), static_cast<int>(W), static_cast<int>(H), static_cast<int>(C),
-                                bytes.data(), static_cast<int>(W * C));
-  if (!ok) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw Error(str_cat("write_png: cannot write '", tmp, "' (for '", path, "'): ",
-                        err ? std::strerror(err) : "stb_image_write failed", ". Does the directory exist?"));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw Error(str_cat("write_png: cannot rename '", tmp, "' to '", path, "': ", std::strerror(err)));
-  }
+  std::vector<unsigned char> png;
+  const int ok = stbi_write_png_to_func(
+      [](void* context, void* data, int size) {
+        auto* out = static_cast<std::vector<unsigned char>*>(context);
+        out->insert(out->end(), static_cast<unsigned char*>(data), static_cast<unsigned char*>(data) + size);
+      },
+      &png, static_cast<int>(W), static_cast<int>(H), static_cast<int>(C), bytes.data(), static_cast<int>(W * C));
+  ORBIT_CHECK(ok, "write_png: stb_image_write could not encode the ", W, "x", H, " image for '", path, "'");
+  write_file_atomically(path, {ByteSpan{png.data(), png.size()}}, "write_png");
 }
 
 }  // namespace orbit::data

@@ -206,7 +206,7 @@ TEST(DataIdx, WriterRejectsInconsistentArrays) {
   a.shape = {3};
   expect_error([&] { write_idx(dir.file("x"), a); }, {"write_idx", "[3]", "3 bytes", "holds 2"});
   expect_error([&] { IdxArray::from_u8({2, 2}, {1, 2, 3}); }, {"from_u8", "[2, 2]", "4 values", "got 3"});
-  expect_error([&] { write_idx(dir.file("no_dir/x"), IdxArray::from_u8({1}, {1})); }, {"write_idx", "cannot create"});
+  expect_error([&] { write_idx(dir.file("no_dir/x"), IdxArray::from_u8({1}, {1})); }, {"write_idx", "cannot write", "no_dir/x", "does the folder exist?"});
 }
 
 // ====================================================================== datasets

@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -334,6 +336,35 @@ TEST(Finetune, ResumeGivesTheSameWeights) {
   EXPECT_FALSE(fs::exists(dir + "/stopped/model.safetensors"));
   ASSERT_TRUE(run_training(c, o).completed);
   expect_same_weights(weights_of(dir + "/full/model.safetensors"), weights_of(dir + "/stopped/model.safetensors"));
+  // A checkpoint that cannot be written (the process's file-size limit here, as a full disk) stops the
+  // run, naming the epoch whose training is lost and the earlier checkpoint kept; once the limit is
+  // lifted the same run resumes from that checkpoint to the same weights.
+  c["out_dir"] = dir + "/full_disk";
+  o.stop_after_epoch = 1;
+  EXPECT_FALSE(run_training(c, o).completed);
+  o.stop_after_epoch = 0;
+  {
+    struct rlimit saved {};
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+    auto* const old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = saved;
+    small.rlim_cur = 1 << 20;  // the checkpoint (weights and Adam's moments) is larger
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    std::string message;
+    try {
+      run_training(c, o);
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, old_handler);
+    for (const std::string part : {"epoch 2 of " + dir + "/full_disk is trained, but its checkpoint was not saved: ",
+                                   std::string("File too large; the earlier file is kept as it was; once the cause is mended, the "
+                                               "same command resumes from the checkpoint after epoch 1")})
+      EXPECT_NE(message.find(part), std::string::npos) << part << " not in: " << message;
+  }
+  ASSERT_TRUE(run_training(c, o).completed);
+  expect_same_weights(weights_of(dir + "/full/model.safetensors"), weights_of(dir + "/full_disk/model.safetensors"));
   // With canonicalization the scorer is part of the checkpoint: a split run ends the same.
   nlohmann::json cc = tiny_config(dir + "/canon_full");
   cc["epochs"] = 2;

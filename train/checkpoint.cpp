@@ -90,7 +90,15 @@ void save_checkpoint(const std::string& path, const TrainingState& st) {
                    {"rng", rng.dump()},
                    {"config", st.config_json},
                    {"history", st.history_json}};
-  save_safetensors(path, tensors, meta);
+  try {
+    save_safetensors(path, tensors, meta);
+  } catch (const Error& e) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    throw Error(str_cat("epoch ", st.epoch, " of ", dir.empty() ? "." : dir, " is trained, but its checkpoint was not saved: ",
+                        e.what(), "; once the cause is mended, the same command ",
+                        st.epoch > 1 ? str_cat("resumes from the checkpoint after epoch ", st.epoch - 1)
+                                     : std::string("starts the run again")));
+  }
 }
 
 TrainingState load_checkpoint(const std::string& path) {

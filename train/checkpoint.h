@@ -43,6 +43,8 @@ int64_t metadata_integer(const std::string& path, const std::map<std::string, st
 nlohmann::json metadata_json(const std::string& path, const std::map<std::string, std::string>& metadata,
                              const std::string& key);
 
+// Atomic: a write that fails (a full disk) keeps the earlier checkpoint and says so, naming the epoch
+// whose training it could not save.
 void save_checkpoint(const std::string& path, const TrainingState& state);
 // Throws naming the file when it is not an Orbit checkpoint of a supported version.
 TrainingState load_checkpoint(const std::string& path);

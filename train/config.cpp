@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
 
 namespace orbit {
 
@@ -175,16 +176,7 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
-void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    ORBIT_CHECK(out.good(), "cannot write ", tmp);
-    out << text;
-    ORBIT_CHECK(out.good(), "error while writing ", tmp);
-  }
-  ORBIT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
-}
+void write_text_file(const std::string& path, const std::string& text) { write_file_atomically(path, text, "write"); }
 
 void write_json_file(const std::string& path, const nlohmann::json& j) { write_text_file(path, j.dump(2) + "\n"); }
 

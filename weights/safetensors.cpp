@@ -18,6 +18,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/file_io.h"
 
 namespace orbit {
 
@@ -86,20 +87,11 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // keep the data section 8-byte aligned
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    ORBIT_CHECK(out.good(), "save_safetensors: cannot write ", tmp);
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(h.data(), static_cast<std::streamsize>(h.size()));
-    for (const auto& c : data)
-      out.write(static_cast<const char*>(c.raw_data()), static_cast<std::streamsize>(c.numel() * dtype_size(c.dtype())));
-    out.flush();
-    ORBIT_CHECK(out.good(), "save_safetensors: error while writing ", tmp, " (disk full?)");
-  }
-  ORBIT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "save_safetensors: cannot rename ", tmp, " to ", path);
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
+  std::vector<ByteSpan> pieces = {{len, 8}, {h.data(), h.size()}};
+  for (const auto& c : data) pieces.push_back({c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype())});
+  write_file_atomically(path, pieces, "save_safetensors");
 }
 
 NamedTensors parse_safetensors(const std::string& bytes, const std::string& what, Metadata* metadata) {
