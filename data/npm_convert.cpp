@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "data/idx.h"
 #include "engine/error.h"
+#include "engine/file_io.h"
 
 namespace orbit::data {
 
@@ -323,12 +324,7 @@ ConvertSummary convert_npm_package(const ConvertOptions& opt) {
   report["dropped"] = dropped;
   report["files"] = {{train_img, {{"shape", train_x.shape}}}, {train_lab, {{"shape", train_y.shape}}},
                      {test_img, {{"shape", test_x.shape}}}, {test_lab, {{"shape", test_y.shape}}}};
-  {
-    const auto path = out / "conversion_report.json";
-    std::ofstream f(path);
-    f << report.dump(2) << "\n";
-    ORBIT_CHECK(f.good(), "convert_npm: cannot write '", path.string(), "'");
-  }
+  write_file_atomically((out / "conversion_report.json").string(), report.dump(2) + "\n", "convert_npm");
   write_idx((out / train_img).string(), train_x);
   write_idx((out / train_lab).string(), train_y);
   write_idx((out / test_img).string(), test_x);
