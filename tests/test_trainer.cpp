@@ -198,7 +198,13 @@ TEST(Checkpoint, RoundTripAndRejectsOtherFiles) {
   EXPECT_EQ(h.next_u64(), g.next_u64());
   EXPECT_EQ(r.model.at("w").to_vector<float>(), (std::vector<float>{0, 1, 2, 3}));
   save_safetensors(dir + "/plain.safetensors", {{"w", Tensor::ones({1})}});
-  EXPECT_THROW(load_checkpoint(dir + "/plain.safetensors"), Error);
+  orbit::testing::expect_error([&] { load_checkpoint(dir + "/plain.safetensors"); },
+               {"plain.safetensors: not an Orbit checkpoint", "cannot resume from this checkpoint", "--fresh"});
+  // A damaged (truncated) checkpoint is named, with the way to start over.
+  const std::string bytes = orbit::testing::read_file_bytes(dir + "/c.safetensors");
+  write_text_file(dir + "/cut.safetensors", bytes.substr(0, bytes.size() - 5));
+  orbit::testing::expect_error([&] { load_checkpoint(dir + "/cut.safetensors"); },
+               {"cut.safetensors", "outside the data section", "the same command with --fresh (or with "});
 }
 
 TEST(Plot, LineChartDrawsEverySeriesWithLegendAndTicks) {

@@ -101,7 +101,8 @@ void save_checkpoint(const std::string& path, const TrainingState& st) {
   }
 }
 
-TrainingState load_checkpoint(const std::string& path) {
+namespace {
+TrainingState read_checkpoint(const std::string& path) {
   Metadata meta;
   NamedTensors tensors = load_safetensors(path, &meta);
   auto get = [&](const char* key) -> const std::string& {
@@ -137,6 +138,16 @@ TrainingState load_checkpoint(const std::string& path) {
     else throw Error(str_cat(path, ": unexpected tensor '", k, "' in checkpoint"));
   }
   return st;
+}
+}  // namespace
+
+TrainingState load_checkpoint(const std::string& path) {
+  try {
+    return read_checkpoint(path);
+  } catch (const Error& e) {
+    throw Error(str_cat(e.what(), "; the run cannot resume from this checkpoint: the same command with --fresh (or with ",
+                        path, " moved away) starts the run over"));
+  }
 }
 
 }  // namespace orbit
