@@ -78,8 +78,8 @@ ImageClassificationDataset load_idx_dataset(const std::string& images_path,
 
 enum class Split { Train, Test };
 
-// Told how far a long load has come: `done` of `total` images read (called after each image of an
-// image folder; a caller shows it, e.g. as a progress bar). Empty: nothing is told.
+// Told how far a long load has come: `done` of `total` images read (called as an image folder is read,
+// after each block of images; a caller shows it, e.g. as a progress bar). Empty: nothing is told.
 using LoadProgress = std::function<void(int64_t done, int64_t total)>;
 const char* split_name(Split s);  // "train" / "test"
 
@@ -108,8 +108,8 @@ const std::vector<std::string>& fashion_mnist_classes();  // "T-shirt/top", "Tro
 //       the class names from PATH/classes.txt (one per line, in label order) when it exists, else
 //       "0" ... "K-1" with K one more than the largest label of either split; PATH as for folder:.
 // The named datasets are brought to `format` after loading (to_image_format). An unknown name lists
-// the accepted ones. `progress` is told of each image read from an image folder (the other forms are
-// read whole from one or a few files, and tell nothing).
+// the accepted ones. `progress` is told how many images of an image folder are read (the other forms
+// are read whole from one or a few files, and tell nothing).
 ImageClassificationDataset load_dataset(const std::string& name, Split split,
                                         const std::string& root = "data", const ImageFormat& format = {},
                                         const LoadProgress& progress = {});

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <utility>
 
 #include "data/image_io.h"
+#include "engine/parallel.h"
 
 namespace orbit::data {
 
@@ -57,28 +59,42 @@ ImageClassificationDataset load_image_folder(const std::string& root, const Imag
                 "' holds no image (expected .png, .jpg, .jpeg or .bmp files)");
     for (const auto& f : in_class) files.emplace_back(f, static_cast<int64_t>(c));
   }
+  // Decoded on every thread, a block of images at a time; the checks and the progress calls run on this
+  // thread, in file order, after each block, so the first bad file in order is the one named, whatever
+  // the thread count.
   const int64_t total = static_cast<int64_t>(files.size());
-  std::vector<Tensor> images;
-  std::vector<int64_t> labels;
-  images.reserve(files.size());
-  labels.reserve(files.size());
-  for (const auto& [f, label] : files) {
-    Tensor img = to_image_format(read_image(f.string(), format.channels), format, f.string());
-    if (!images.empty()) {
-      const std::string& first_file = files.front().first.string();  // the file that fixed the expected shape
-      ORBIT_CHECK(img.shape() == images.front().shape(), "load_image_folder: '", f.string(), "' is ",
-                  shape_str(img.shape()), " [C, H, W]; expected ", shape_str(images.front().shape()), " like '",
-                  first_file, "' (all images must have the same size and channels",
+  std::vector<Tensor> images(files.size());
+  std::vector<std::exception_ptr> failed(files.size());
+  const int64_t block = 32 * std::max(1, num_threads());
+  for (int64_t start = 0; start < total; start += block) {
+    const int64_t stop = std::min(total, start + block);
+    parallel_for(start, stop, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const std::string f = files[static_cast<size_t>(i)].first.string();
+        try {
+          images[static_cast<size_t>(i)] = to_image_format(read_image(f, format.channels), format, f);
+        } catch (...) {
+          failed[static_cast<size_t>(i)] = std::current_exception();
+        }
+      }
+    });
+    for (int64_t i = start; i < stop; ++i) {
+      if (failed[static_cast<size_t>(i)]) std::rethrow_exception(failed[static_cast<size_t>(i)]);
+      const Tensor& img = images[static_cast<size_t>(i)];
+      ORBIT_CHECK(img.shape() == images.front().shape(), "load_image_folder: '", files[static_cast<size_t>(i)].first.string(),
+                  "' is ", shape_str(img.shape()), " [C, H, W]; expected ", shape_str(images.front().shape()), " like '",
+                  files.front().first.string(), "' (all images must have the same size and channels",
                   format.channels == 0 || format.size == 0
                       ? "; set the format's channels (1 or 3) and size (S for S x S) to convert them as they "
                         "are read: the run config's keys \"image_channels\" and \"image_size\""
                       : "",
                   ")");
     }
-    images.push_back(std::move(img));
-    labels.push_back(label);
-    if (progress) progress(static_cast<int64_t>(images.size()), total);
+    if (progress) progress(stop, total);
   }
+  std::vector<int64_t> labels;
+  labels.reserve(files.size());
+  for (const auto& f : files) labels.push_back(f.second);
   const Shape& s = images.front().shape();
   const int64_t N = static_cast<int64_t>(images.size()), per = shape_numel(s);
   ImageClassificationDataset ds;

@@ -301,10 +301,17 @@ std::vector<T> Tensor::to_vector() const {
   Tensor c;
   {
     NoGradGuard ng;
-    c = to(dtype_of<T>::value).to(Device::cpu()).contiguous();
+    c = to(Device::cpu()).contiguous();  // no copy for a contiguous CPU tensor
   }
-  const T* p = c.data<T>();
-  return std::vector<T>(p, p + c.numel());
+  // Converted element by element straight into the vector, without a converted tensor in between (a
+  // large temporary costs fresh pages from the system on every call).
+  return dispatch_all(c.dtype(), "to_vector", [&](auto tag) {
+    using S = decltype(tag);
+    const S* p = static_cast<const S*>(c.raw_data());
+    std::vector<T> out(static_cast<size_t>(c.numel()));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<T>(p[i]);
+    return out;
+  });
 }
 template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;
