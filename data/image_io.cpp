@@ -3,16 +3,12 @@
 #include "data/image_io.h"
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <vector>
-
-#include <unistd.h>
 
 #include "engine/file_io.h"
 
