@@ -594,6 +594,15 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     const std::string ptext = read_file_bytes(dir + "/study/report.md");
     EXPECT_NE(ptext.find("| plain (1 of 2 seeds) |"), std::string::npos) << ptext;
     EXPECT_EQ(ptext.find("| ours (1 of 2 seeds) |"), std::string::npos);
+    // A stop asked for (Ctrl-C) during the study names the run and says the study goes on from its
+    // finished runs; this run has its last epoch's checkpoint, so it was stopped in its evaluation.
+    request_interrupt();
+    expect_error([&] { run_study(study, so); },
+                 {"interrupted while evaluating on folder:", "after the last epoch of " + run_dir,
+                  "the same command resumes from it, evaluating without training again",
+                  ". The study keeps every finished run: the same command goes on"});
+    clear_interrupt();
+    EXPECT_FALSE(fs::exists(run_dir + "/results.json"));
     fs::rename(run_dir + "/results.json.away", run_dir + "/results.json");
     // Results written before a key joined the schema still count as finished when the key's default
     // is what the config asks for; a changed value does not.
