@@ -26,6 +26,7 @@
 #ifdef ORBIT_WITH_CUDA
 #include "engine/cuda/cuda_backend.h"
 #endif
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/finetune.h"
 #include "train/interrupt.h"
@@ -336,6 +337,19 @@ TEST(Finetune, ResumeGivesTheSameWeights) {
   EXPECT_FALSE(fs::exists(dir + "/stopped/model.safetensors"));
   ASSERT_TRUE(run_training(c, o).completed);
   expect_same_weights(weights_of(dir + "/full/model.safetensors"), weights_of(dir + "/stopped/model.safetensors"));
+  // A folder a run is writing into is locked: a second run there stops before training, naming the
+  // first one's pid (this process's, holding the lock as another run would); once released, it runs.
+  c["out_dir"] = dir + "/locked";
+  fs::create_directories(dir + "/locked");
+  {
+    const RunDirLock held(dir + "/locked", "test");
+    expect_error([&] { run_training(c, o); }, {"run config: key \"out_dir\": " + dir + "/locked is in use by another orbit "
+                                               "process (pid " + std::to_string(::getpid()) + ")"});
+    EXPECT_FALSE(fs::exists(dir + "/locked/checkpoint.safetensors"));
+  }
+  o.stop_after_epoch = 1;
+  EXPECT_FALSE(run_training(c, o).completed);
+  o.stop_after_epoch = 0;
   // A checkpoint that cannot be written (the process's file-size limit here, as a full disk) stops the
   // run, naming the epoch whose training is lost and the earlier checkpoint kept; once the limit is
   // lifted the same run resumes from that checkpoint to the same weights.

@@ -1,5 +1,11 @@
 #include "train/checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
@@ -72,6 +78,33 @@ nlohmann::json metadata_json(const std::string& path, const std::map<std::string
     throw Error(str_cat(path, ": metadata key '", key, "' holds '", shortened(v), "', which is not JSON (", e.what(),
                         "); was the file edited by hand?"));
   }
+}
+
+RunDirLock::RunDirLock(const std::string& dir, const std::string& what) {
+  const std::string path = (std::filesystem::path(dir) / ".orbit.lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ORBIT_CHECK(fd_ >= 0, what, ": cannot open ", path, ": ", std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    const std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("?");
+    ORBIT_CHECK(err != EWOULDBLOCK, what, ": ", dir, " is in use by another orbit process (pid ", pid,
+                "), whose run writes there; two runs in one folder would write the same checkpoint and results. Let it "
+                "finish or stop it first, or give this run another folder");
+    throw Error(str_cat(what, ": cannot lock ", path, ": ", std::strerror(err)));
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd_, 0) == 0) {
+    const ssize_t ignored = ::pwrite(fd_, pid.data(), pid.size(), 0);
+    (void)ignored;
+  }
+}
+
+RunDirLock::~RunDirLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock; the file stays (removing it would race a new holder)
 }
 
 void save_checkpoint(const std::string& path, const TrainingState& st) {

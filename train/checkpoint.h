@@ -43,6 +43,20 @@ int64_t metadata_integer(const std::string& path, const std::map<std::string, st
 nlohmann::json metadata_json(const std::string& path, const std::map<std::string, std::string>& metadata,
                              const std::string& key);
 
+// Holds DIR/.orbit.lock (an flock, released when the process ends, even by kill -9) while a run writes
+// into DIR, so a second process started on the same folder stops at once, naming the first one's pid
+// and `what` (the config key), instead of writing the same checkpoint and results beside it.
+class RunDirLock {
+ public:
+  RunDirLock(const std::string& dir, const std::string& what);
+  ~RunDirLock();
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // Atomic: a write that fails (a full disk) keeps the earlier checkpoint and says so, naming the epoch
 // whose training it could not save.
 void save_checkpoint(const std::string& path, const TrainingState& state);

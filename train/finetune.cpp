@@ -590,6 +590,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
   check_group_fits(G, task.train, "group");
   for (const auto& eg : eval_groups) check_group_fits(eg, task.train, "eval_groups");
   make_output_dir(out_dir, "run config: key \"out_dir\"");
+  const RunDirLock lock(out_dir, "run config: key \"out_dir\"");
   const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
 
   Generator gen(seed);

@@ -184,6 +184,7 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
   const data::ImageFormat format = image_format_of(c, "train config");
   const std::string out_dir = c["out_dir"];
   make_output_dir(out_dir, "train config: key \"out_dir\"");
+  const RunDirLock lock(out_dir, "train config: key \"out_dir\"");
   const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
 
   // ---------------------------------------------------------------- data
