@@ -349,6 +349,11 @@ TEST(Finetune, ResumeGivesTheSameWeights) {
   }
   o.stop_after_epoch = 1;
   EXPECT_FALSE(run_training(c, o).completed);
+  // Where no lock can be taken (here a folder in the lock file's place), the run goes on unguarded.
+  c["out_dir"] = dir + "/unlockable";
+  fs::create_directories(dir + "/unlockable/.orbit.lock");
+  EXPECT_FALSE(run_training(c, o).completed);
+  EXPECT_TRUE(fs::exists(dir + "/unlockable/checkpoint.safetensors"));
   o.stop_after_epoch = 0;
   // A checkpoint that cannot be written (the process's file-size limit here, as a full disk) stops the
   // run, naming the epoch whose training is lost and the earlier checkpoint kept; once the limit is

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -82,19 +83,33 @@ nlohmann::json metadata_json(const std::string& path, const std::map<std::string
 
 RunDirLock::RunDirLock(const std::string& dir, const std::string& what) {
   const std::string path = (std::filesystem::path(dir) / ".orbit.lock").string();
+  // A folder where the lock cannot be taken at all (a file system without flock, such as some network
+  // mounts) still runs, unguarded, with a warning; only a lock held by another process stops the run.
+  auto unguarded = [&](const char* step, int err) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    std::fprintf(stderr, "warning: cannot %s %s (%s); a second process started on %s would not be stopped\n", step,
+                 path.c_str(), std::strerror(err), dir.c_str());
+  };
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  ORBIT_CHECK(fd_ >= 0, what, ": cannot open ", path, ": ", std::strerror(errno));
+  if (fd_ < 0) {
+    unguarded("open", errno);
+    return;
+  }
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
+    if (err != EWOULDBLOCK) {
+      unguarded("lock", err);
+      return;
+    }
     char buf[32] = {};
     const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
     ::close(fd_);
     fd_ = -1;
     const std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("?");
-    ORBIT_CHECK(err != EWOULDBLOCK, what, ": ", dir, " is in use by another orbit process (pid ", pid,
-                "), whose run writes there; two runs in one folder would write the same checkpoint and results. Let it "
-                "finish or stop it first, or give this run another folder");
-    throw Error(str_cat(what, ": cannot lock ", path, ": ", std::strerror(err)));
+    throw Error(str_cat(what, ": ", dir, " is in use by another orbit process (pid ", pid,
+                        "), whose run writes there; two runs in one folder would write the same checkpoint and results. "
+                        "Let it finish or stop it first, or give this run another folder"));
   }
   const std::string pid = std::to_string(::getpid());
   if (::ftruncate(fd_, 0) == 0) {

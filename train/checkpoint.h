@@ -45,7 +45,8 @@ nlohmann::json metadata_json(const std::string& path, const std::map<std::string
 
 // Holds DIR/.orbit.lock (an flock, released when the process ends, even by kill -9) while a run writes
 // into DIR, so a second process started on the same folder stops at once, naming the first one's pid
-// and `what` (the config key), instead of writing the same checkpoint and results beside it.
+// and `what` (the config key), instead of writing the same checkpoint and results beside it. Where no
+// lock can be taken (a file system without flock), the run goes on unguarded with a warning.
 class RunDirLock {
  public:
   RunDirLock(const std::string& dir, const std::string& what);
