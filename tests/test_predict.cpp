@@ -7,6 +7,7 @@
 #include <fstream>
 #include <tuple>
 
+#include "data/dataset.h"
 #include "data/image_io.h"
 #include "models/registry.h"
 #include "test_util.h"
@@ -261,6 +262,23 @@ TEST(Predict, OrbitModelMetadataAndBadOptions) {
     const Tensor x = div(sub(data::read_image(dir.file("ds/test/a/0.png"), 1), Tensor::scalar(0.3)), Tensor::scalar(0.7)).unsqueeze(0);
     const Tensor logits = (*m2)(cat({x, x}, 0));
     const double loss = cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{0, 1}, {2})).item();
+    char want[64];
+    std::snprintf(want, sizeof want, "loss %.4f over 2 images", loss);
+    EXPECT_NE(testing::read_file_bytes(out).find(want), std::string::npos) << want << " in " << testing::read_file_bytes(out);
+  }
+  // A file without a normalization (an `orbit train` run's) is evaluated with the training split's
+  // statistics, whichever split it is evaluated on.
+  {
+    const std::string w3 = dir.file("train_run.safetensors");
+    save_weights(w3, *m2, {{"model", "small_cnn"}, {"num_classes", "2"}});
+    const data::ChannelStats st =
+        data::channel_stats(data::load_dataset("folder:" + dir.file("ds"), data::Split::Train));
+    ASSERT_EQ(std::system((std::string(ORBIT_BINARY_DIR) + "/orbit evaluate --weights " + w3 + " --dataset folder:" +
+                           dir.file("ds") + " > " + out + " 2>&1").c_str()), 0) << testing::read_file_bytes(out);
+    NoGradGuard ng;
+    const Tensor x = div(sub(data::read_image(dir.file("ds/test/a/0.png"), 1), Tensor::scalar(st.mean[0])),
+                         Tensor::scalar(st.std[0])).unsqueeze(0);
+    const double loss = cross_entropy((*m2)(cat({x, x}, 0)), Tensor::from_vector(std::vector<int64_t>{0, 1}, {2})).item();
     char want[64];
     std::snprintf(want, sizeof want, "loss %.4f over 2 images", loss);
     EXPECT_NE(testing::read_file_bytes(out).find(want), std::string::npos) << want << " in " << testing::read_file_bytes(out);

@@ -366,22 +366,23 @@ int cmd_evaluate(int argc, char** argv) {
   const auto read = [&](data::Split s) {
     return data::load_dataset(dataset, s, root, {}, load_progress(str_cat("read ", dataset, "/", data::split_name(s))));
   };
-  const auto train = read(data::Split::Train);
+  const data::Split split = split_s == "train" ? data::Split::Train : data::Split::Test;
+  const auto raw = read(split);
   // The normalization the weights were trained with: an orbit run's file stores it (its training
-  // subset's statistics); an `orbit train` run used those of the whole training split.
+  // subset's statistics); an `orbit train` run used those of the whole training split, which is then
+  // read too.
   data::ChannelStats stats;
   if (const auto stored = stored_input(a.opts["weights"], meta)) {
     stats = stored->normalization;
     const int64_t images = stored->image_channels > 0 ? stored->image_channels : static_cast<int64_t>(stats.mean.size());
-    ORBIT_CHECK(images == train.channels() && static_cast<int64_t>(stats.mean.size()) == train.channels(), "evaluate: ",
+    ORBIT_CHECK(images == raw.channels() && static_cast<int64_t>(stats.mean.size()) == raw.channels(), "evaluate: ",
                 a.opts["weights"], " was trained on ", images, "-channel images (its normalization has ", stats.mean.size(),
-                " channel(s)), but ", dataset, " has ", train.channels(), "-channel images; evaluate it with its run's config: "
+                " channel(s)), but ", dataset, " has ", raw.channels(), "-channel images; evaluate it with its run's config: "
                 "orbit evaluate --config <run>/config.json --weights ", a.opts["weights"]);
   } else {
-    stats = data::channel_stats(train);
+    stats = data::channel_stats(split == data::Split::Train ? raw : read(data::Split::Train));
   }
-  const auto ds = (split_s == "train" ? train : read(data::Split::Test))
-                      .normalized(stats.mean, stats.std);
+  const auto ds = raw.normalized(stats.mean, stats.std);
   if (meta.count("num_classes") && metadata_integer(a.opts["weights"], meta, "num_classes") != ds.num_classes()) {
     const std::string dir = std::filesystem::path(a.opts["weights"]).parent_path().string();
     throw Error(str_cat("evaluate: ", a.opts["weights"], " answers for ", meta["num_classes"], " classes",
