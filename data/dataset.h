@@ -77,15 +77,15 @@ ImageClassificationDataset load_idx_dataset(const std::string& images_path,
                                             const std::string& name = "");
 
 enum class Split { Train, Test };
-
-// Told how far a long load has come: `done` of `total` images read (called as an image folder is read,
-// after each block of images; a caller shows it, e.g. as a progress bar). Empty: nothing is told.
-using LoadProgress = std::function<void(int64_t done, int64_t total)>;
 const char* split_name(Split s);  // "train" / "test"
 
 // The standard file names of a split: {"train-images-idx3-ubyte", "train-labels-idx1-ubyte"} or
 // {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}.
 std::pair<std::string, std::string> idx_file_names(Split split);
+
+// Told how far a long load has come: `done` of `total` images read (called as an image folder is read,
+// after each block of images; a caller shows it, e.g. as a progress bar). Empty: nothing is told.
+using LoadProgress = std::function<void(int64_t done, int64_t total)>;
 
 // The named datasets: "mnist", "fashion-mnist" (made by `make data`) and "cifar10" (the official
 // binary files, see data/README.md). load_dataset also accepts "folder:PATH" and "idx:PATH" (not

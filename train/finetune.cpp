@@ -727,9 +727,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
       bar->set_rate_scale(static_cast<double>(c["batch_size"].get<int64_t>()), "img");
     }
     for (data::Batch& b : loader.epoch(epoch)) {
-      if (interrupt_requested())
-        throw Interrupted(str_cat("interrupted in epoch ", epoch + 1, "/", epochs, " of ", out_dir, "; ",
-                                  kept_after_interrupt(ckpt_path, epoch)));
+      stop_if_interrupted(epoch, epochs, out_dir, ckpt_path);
       Tensor logits, penalty;
       if (built.canon) {
         logits = forward(b.images);
@@ -1051,15 +1049,16 @@ std::optional<StoredInput> stored_input(const std::string& path, const std::map<
   if (!metadata.count("normalization")) return std::nullopt;
   const nlohmann::json n = metadata_json(path, metadata, "normalization");
   StoredInput in;
+  bool lists = true;  // "mean" and "std" are lists of numbers
   try {
     in.normalization.mean = n.at("mean").get<std::vector<double>>();
     in.normalization.std = n.at("std").get<std::vector<double>>();
   } catch (const nlohmann::json::exception&) {
-    in.normalization.mean.clear();
+    lists = false;
   }
   const auto& ns = in.normalization;
   const bool positive = std::all_of(ns.std.begin(), ns.std.end(), [](double v) { return v > 0; });
-  ORBIT_CHECK(!ns.mean.empty() && ns.mean.size() == ns.std.size() && positive, path, ": metadata key 'normalization' holds ",
+  ORBIT_CHECK(lists && !ns.mean.empty() && ns.mean.size() == ns.std.size() && positive, path, ": metadata key 'normalization' holds ",
               n.dump(), "; expected {\"mean\": [...], \"std\": [...]}, one value per channel, each std above 0 (was the "
               "file edited by hand?)");
   for (auto [key, value] : {std::pair{"image_channels", &in.image_channels}, std::pair{"image_size", &in.image_size}})

@@ -41,6 +41,12 @@ std::string kept_after_interrupt(const std::string& checkpoint_path, int64_t epo
                  "); the same command resumes from it");
 }
 
+void stop_if_interrupted(int64_t epoch, int64_t epochs, const std::string& out_dir, const std::string& checkpoint_path) {
+  if (!interrupt_requested()) return;
+  throw Interrupted(str_cat("interrupted in epoch ", epoch + 1, "/", epochs, " of ", out_dir, "; ",
+                            kept_after_interrupt(checkpoint_path, epoch)));
+}
+
 bool interrupt_requested() { return g_requested != 0; }
 void request_interrupt() { g_requested = 1; }
 void clear_interrupt() { g_requested = 0; }

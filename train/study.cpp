@@ -16,8 +16,8 @@
 #include "groups/action.h"
 #include "train/config.h"
 #include "train/finetune.h"
-#include "train/plot.h"
 #include "train/interrupt.h"
+#include "train/plot.h"
 #include "train/progress.h"
 #include "train/report.h"
 #include "train/trainer.h"
@@ -335,6 +335,58 @@ bool in_selection(const Plan::Run& run, const StudyOptions& options) {
 // study_status for a plan whose selection is already checked.
 nlohmann::json status_of(const Plan& p, const StudyOptions& options);
 
+// The study's runs in order (the pretraining, then each selected method's cross-validation and seed
+// runs), skipping the finished ones; with a shard, only its share of the cross-validation fold runs.
+void make_runs(const Plan& p, const StudyOptions& options, const RunOptions& ro, const std::string& pre_dir, bool sharded) {
+  const std::string weights = pre_dir + "/model.safetensors";
+  if (!fs::exists(weights) && fs::exists(pre_dir + "/results.json")) regenerate_pretraining(p, ro);
+  if (!finished(pre_dir, p.pretrain)) {
+    if (!options.quiet) std::fprintf(stderr, "== pretraining (%s)\n", pre_dir.c_str());
+    run_training(p.pretrain, ro);
+  }
+
+  const size_t total =
+      std::count_if(p.runs.begin(), p.runs.end(), [&](const Plan::Run& run) { return in_selection(run, options); }) * p.seeds.size();
+  size_t k = 0;
+  // For the pace line: the seed runs still to make (every seed of a method whose cross-validation has
+  // not chosen lambda yet counts), and the time the ones made so far took.
+  int64_t to_make = 0, made = 0;
+  double made_seconds = 0;
+  if (!sharded && !options.quiet) {
+    const nlohmann::json st = status_of(p, options);
+    to_make = st["to_run"]["seed_runs"].get<int64_t>() +
+              st["to_run"]["methods_waiting_for_cv"].get<int64_t>() * static_cast<int64_t>(p.seeds.size());
+  }
+  for (const Plan::Run& run : p.runs) {
+    if (!in_selection(run, options)) continue;
+    if (sharded && !run.cv) continue;
+    if (run.cv) {
+      const nlohmann::json cv_cfg = cv_config(p, run, weights);
+      if (!options.quiet) std::fprintf(stderr, "== %s, %s: cross-validating lambda\n", run.regime.c_str(), run.method.c_str());
+      RunOptions cvo = ro;
+      cvo.shard_index = options.shard_index;
+      cvo.shard_count = options.shard_count;
+      cross_validate(cv_cfg, cvo);  // writes run.dir/cv.json, which planned_config reads
+      if (sharded) continue;
+    }
+    const nlohmann::json cfg = planned_config(p, run, weights).value();
+    for (int64_t seed : p.seeds) {
+      ++k;
+      const nlohmann::json rc = seed_config(cfg, run, seed);
+      if (finished_results(rc)) continue;
+      if (!options.quiet) {
+        const std::string pace = pace_note(made, made_seconds, to_make, ", cross-validation aside");
+        std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld%s\n", k, total, run.regime.c_str(), run.method.c_str(),
+                     static_cast<long long>(seed), pace.c_str());
+      }
+      const auto started = std::chrono::steady_clock::now();
+      run_training(rc, ro);
+      made_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      ++made;
+    }
+  }
+}
+
 }  // namespace
 
 nlohmann::json resolve_study_config(const nlohmann::json& study) {
@@ -358,54 +410,8 @@ nlohmann::json run_study(const nlohmann::json& study, const StudyOptions& option
               "; run the study once without --shard first (it pretrains first)");
   ORBIT_CHECK(options.shard_index >= 0 && options.shard_index < std::max<int64_t>(1, options.shard_count),
               "study: shard ", options.shard_index, " of ", options.shard_count, " does not exist");
-  const std::string weights = pre_dir + "/model.safetensors";
   try {
-    if (!fs::exists(weights) && fs::exists(pre_dir + "/results.json")) regenerate_pretraining(p, ro);
-    if (!finished(pre_dir, p.pretrain)) {
-      if (!options.quiet) std::fprintf(stderr, "== pretraining (%s)\n", pre_dir.c_str());
-      run_training(p.pretrain, ro);
-    }
-
-    const size_t total =
-        std::count_if(p.runs.begin(), p.runs.end(), [&](const Plan::Run& run) { return in_selection(run, options); }) * p.seeds.size();
-    size_t k = 0;
-    // For the pace line: the seed runs still to make (every seed of a method whose cross-validation has
-    // not chosen lambda yet counts), and the time the ones made so far took.
-    int64_t to_make = 0, made = 0;
-    double made_seconds = 0;
-    if (!sharded && !options.quiet) {
-      const nlohmann::json st = status_of(p, options);
-      to_make = st["to_run"]["seed_runs"].get<int64_t>() +
-                st["to_run"]["methods_waiting_for_cv"].get<int64_t>() * static_cast<int64_t>(p.seeds.size());
-    }
-    for (const Plan::Run& run : p.runs) {
-      if (!in_selection(run, options)) continue;
-      if (sharded && !run.cv) continue;
-      if (run.cv) {
-        const nlohmann::json cv_cfg = cv_config(p, run, weights);
-        if (!options.quiet) std::fprintf(stderr, "== %s, %s: cross-validating lambda\n", run.regime.c_str(), run.method.c_str());
-        RunOptions cvo = ro;
-        cvo.shard_index = options.shard_index;
-        cvo.shard_count = options.shard_count;
-        cross_validate(cv_cfg, cvo);  // writes run.dir/cv.json, which planned_config reads
-        if (sharded) continue;
-      }
-      const nlohmann::json cfg = planned_config(p, run, weights).value();
-      for (int64_t seed : p.seeds) {
-        ++k;
-        const nlohmann::json rc = seed_config(cfg, run, seed);
-        if (finished_results(rc)) continue;
-        if (!options.quiet) {
-          const std::string pace = pace_note(made, made_seconds, to_make, ", cross-validation aside");
-          std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld%s\n", k, total, run.regime.c_str(), run.method.c_str(),
-                       static_cast<long long>(seed), pace.c_str());
-        }
-        const auto started = std::chrono::steady_clock::now();
-        run_training(rc, ro);
-        made_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        ++made;
-      }
-    }
+    make_runs(p, options, ro, pre_dir, sharded);
   } catch (const Interrupted& e) {
     throw Interrupted(str_cat(e.what(), ". The study keeps every finished run: the same command goes on from there (with "
                               "--plan it lists what is left)"));

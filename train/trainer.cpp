@@ -9,9 +9,9 @@
 #include "engine/parallel.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
+#include "train/interrupt.h"
 #include "train/optim.h"
 #include "train/plot.h"
-#include "train/interrupt.h"
 #include "train/progress.h"
 #include "train/scheduler.h"
 #include "weights/weights.h"
@@ -272,9 +272,7 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
       bar->set_rate_scale(static_cast<double>(c["batch_size"].get<int64_t>()), "img");
     }
     for (data::Batch& b : loader.epoch(epoch)) {
-      if (interrupt_requested())
-        throw Interrupted(str_cat("interrupted in epoch ", epoch + 1, "/", epochs, " of ", out_dir, "; ",
-                                  kept_after_interrupt(ckpt_path, epoch)));
+      stop_if_interrupted(epoch, epochs, out_dir, ckpt_path);
       Tensor logits = (*model)(b.images);
       Tensor loss = cross_entropy(logits, b.labels, Tensor(), Reduction::Mean, c["label_smoothing"].get<double>());
       opt->zero_grad();
