@@ -204,7 +204,8 @@ TEST(Checkpoint, RoundTripAndRejectsOtherFiles) {
   const std::string bytes = orbit::testing::read_file_bytes(dir + "/c.safetensors");
   write_text_file(dir + "/cut.safetensors", bytes.substr(0, bytes.size() - 5));
   orbit::testing::expect_error([&] { load_checkpoint(dir + "/cut.safetensors"); },
-               {"cut.safetensors", "outside the data section", "the same command with --fresh (or with "});
+               {"cut.safetensors", "outside the data section", "cut.safetensors moved away, the same command starts this run over",
+                "--fresh starts over every run"});
 }
 
 TEST(Plot, LineChartDrawsEverySeriesWithLegendAndTicks) {

@@ -193,8 +193,9 @@ TrainingState load_checkpoint(const std::string& path) {
   try {
     return read_checkpoint(path);
   } catch (const Error& e) {
-    throw Error(str_cat(e.what(), "; the run cannot resume from this checkpoint: the same command with --fresh (or with ",
-                        path, " moved away) starts the run over"));
+    throw Error(str_cat(e.what(), "; the run cannot resume from this checkpoint: with ", path,
+                        " moved away, the same command starts this run over (--fresh starts over every run the "
+                        "command makes, which for orbit study is all of them)"));
   }
 }
 
