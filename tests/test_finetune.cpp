@@ -840,21 +840,31 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   bad["regimes"][0]["set"]["lambda"] = -1;
   expect_error([&] { resolve_study_config(bad); }, {"50%", "lambda"});
 
-  // Weight files are not kept with the results. Without the pretrained weights, the study pretrains
-  // again and keeps the new weights only when they reproduce the recorded metrics exactly; the
-  // finished fine-tuning runs are reused as before.
+  // Weight files are not kept with the results. Without the pretrained weights, a study with every run
+  // finished (a fresh clone of finished results) has nothing that needs them and makes none; one with a
+  // run left pretrains again first and keeps the new weights only when they reproduce the recorded
+  // metrics exactly, the finished runs reused as before.
   {
     const std::string pre = dir + "/study/pretrain";
     const std::string weights_before = read_file_bytes(pre + "/model.safetensors");
     ASSERT_FALSE(weights_before.empty());
     fs::remove(pre + "/model.safetensors");
-    // The plan says the pretraining runs again first; the fine-tuning runs stay finished.
-    const nlohmann::json st = study_status(study, so);
-    EXPECT_EQ(st["pretraining"], "finished, weights absent");
-    EXPECT_EQ(st["to_run"], nlohmann::json({{"pretraining", true}, {"cv_fold_runs", 0}, {"seed_runs", 0}, {"methods_waiting_for_cv", 0}}));
-    EXPECT_NE(format_study_status(st).find("pretrained again first"), std::string::npos);
+    const nlohmann::json none_left = study_status(study, so);
+    EXPECT_EQ(none_left["pretraining"], "finished, weights absent");
+    EXPECT_EQ(none_left["to_run"], nlohmann::json({{"pretraining", false}, {"cv_fold_runs", 0}, {"seed_runs", 0}, {"methods_waiting_for_cv", 0}}));
+    EXPECT_NE(format_study_status(none_left).find("its weights absent (no run left needs them)"), std::string::npos);
     // The report needs the finished runs' results, not weights (a fresh clone has none).
     EXPECT_NO_THROW(write_study_report(study));
+    EXPECT_EQ(run_study(study, so)["regimes"], summary["regimes"]);
+    EXPECT_FALSE(fs::exists(pre + "/model.safetensors"));
+    EXPECT_FALSE(fs::exists(pre + "/regenerated"));
+    // A seed run left to make: the plan says the pretraining runs again first.
+    const std::string plain1 = dir + "/study/50pct/plain/seed1/results.json";
+    fs::remove(plain1);
+    const nlohmann::json st = study_status(study, so);
+    EXPECT_EQ(st["pretraining"], "finished, weights absent");
+    EXPECT_EQ(st["to_run"], nlohmann::json({{"pretraining", true}, {"cv_fold_runs", 0}, {"seed_runs", 1}, {"methods_waiting_for_cv", 0}}));
+    EXPECT_NE(format_study_status(st).find("pretrained again first"), std::string::npos);
     const nlohmann::json again = run_study(study, so);
     EXPECT_EQ(again["regimes"], summary["regimes"]);
     EXPECT_EQ(read_file_bytes(pre + "/model.safetensors"), weights_before);
@@ -865,11 +875,30 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
     altered["metrics"]["accuracy"] = 0.123;
     write_json_file(pre + "/results.json", altered);
     fs::remove(pre + "/model.safetensors");
+    fs::remove(plain1);
     expect_error([&] { run_study(study, so); }, {"does not reproduce", "/accuracy", "recorded 0.123", "--threads"});
     EXPECT_FALSE(fs::exists(pre + "/model.safetensors"));
     write_json_file(pre + "/results.json", recorded);
     fs::rename(pre + "/regenerated/model.safetensors", pre + "/model.safetensors");
     fs::remove_all(pre + "/regenerated");
+    EXPECT_EQ(read_file_bytes(pre + "/model.safetensors"), weights_before);
+    EXPECT_EQ(run_study(study, so)["regimes"], summary["regimes"]);
+    // --fresh makes every run anew, the finished ones too (the pretraining, every fold run and every
+    // seed run), here to the same results.
+    const std::vector<std::string> made = {pre + "/results.json", dir + "/study/50pct/plain/seed0/results.json",
+                                           dir + "/study/50pct/ours/cv/lr0.003_lambda1/fold1/results.json",
+                                           dir + "/study/50pct/ours/seed1/results.json"};
+    for (const auto& f : made) fs::last_write_time(f, fs::file_time_type::clock::now() - std::chrono::hours(1));
+    const auto an_hour_ago = fs::file_time_type::clock::now() - std::chrono::minutes(30);
+    StudyOptions fresh = so;
+    fresh.resume = false;
+    const auto without_times = [](nlohmann::json regimes) {
+      for (auto& methods : regimes)
+        for (auto& m : methods) m.erase("train_seconds");
+      return regimes;
+    };
+    EXPECT_EQ(without_times(run_study(study, fresh)["regimes"]), without_times(summary["regimes"]));
+    for (const auto& f : made) EXPECT_GT(fs::last_write_time(f), an_hour_ago) << f << " was not made again";
     EXPECT_EQ(read_file_bytes(pre + "/model.safetensors"), weights_before);
   }
 

@@ -66,7 +66,8 @@ usage:
       on the training set, then trains with them and evaluates once on the test set (DIR/final/).
   orbit study --config FILE [--threads N] [--fresh] [--regime NAME] [--method NAME]... [--shard I/N] [--plan]
       Pretraining, every method in every data regime with every seed, cross-validation where asked,
-      and the report (out_dir/report.md with plots). Finished runs are reused. --regime runs one
+      and the report (out_dir/report.md with plots). Finished runs are reused (with --fresh, every run
+      of the selection is made anew, the finished ones and the pretraining too). --regime runs one
       regime only; --method NAME (repeatable) only the named methods, the report still covering every
       method with the runs it has; --shard I/N runs only the I-th of N shares of the cross-validation
       fold runs (start N processes, then run the study once more without --shard); --plan only

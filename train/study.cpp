@@ -338,12 +338,22 @@ nlohmann::json status_of(const Plan& p, const StudyOptions& options);
 // The study's runs in order (the pretraining, then each selected method's cross-validation and seed
 // runs), skipping the finished ones; with a shard, only its share of the cross-validation fold runs.
 void make_runs(const Plan& p, const StudyOptions& options, const RunOptions& ro, const std::string& pre_dir, bool sharded) {
+  // Without resume (--fresh) every run is made anew, the finished ones too (a shard makes its share of
+  // the fold runs anew, and leaves the pretraining that all shards read).
+  const bool reuse = options.resume;
+  const nlohmann::json st = status_of(p, options);
   const std::string weights = pre_dir + "/model.safetensors";
-  if (!fs::exists(weights) && fs::exists(pre_dir + "/results.json")) regenerate_pretraining(p, ro);
-  if (!finished(pre_dir, p.pretrain)) {
+  // Absent weights (a fresh clone) are made again only for runs that still need them.
+  if (reuse && st["pretraining"] == "finished, weights absent" && st["to_run"]["pretraining"].get<bool>())
+    regenerate_pretraining(p, ro);
+  if (!finished(pre_dir, p.pretrain) || (!reuse && !sharded)) {
     if (!options.quiet) std::fprintf(stderr, "== pretraining (%s)\n", pre_dir.c_str());
     run_training(p.pretrain, ro);
   }
+  // Nothing left to make: the runs are not visited, so their configs, which name pretrained weights
+  // that a fresh clone of finished results lacks, are not checked again.
+  const nlohmann::json& left = st["to_run"];
+  if (reuse && left["cv_fold_runs"] == 0 && left["seed_runs"] == 0 && left["methods_waiting_for_cv"] == 0) return;
 
   const size_t total =
       std::count_if(p.runs.begin(), p.runs.end(), [&](const Plan::Run& run) { return in_selection(run, options); }) * p.seeds.size();
@@ -352,11 +362,10 @@ void make_runs(const Plan& p, const StudyOptions& options, const RunOptions& ro,
   // not chosen lambda yet counts), and the time the ones made so far took.
   int64_t to_make = 0, made = 0;
   double made_seconds = 0;
-  if (!sharded && !options.quiet) {
-    const nlohmann::json st = status_of(p, options);
-    to_make = st["to_run"]["seed_runs"].get<int64_t>() +
-              st["to_run"]["methods_waiting_for_cv"].get<int64_t>() * static_cast<int64_t>(p.seeds.size());
-  }
+  if (!sharded && !options.quiet)
+    to_make = !reuse ? static_cast<int64_t>(total)
+                     : st["to_run"]["seed_runs"].get<int64_t>() +
+                           st["to_run"]["methods_waiting_for_cv"].get<int64_t>() * static_cast<int64_t>(p.seeds.size());
   for (const Plan::Run& run : p.runs) {
     if (!in_selection(run, options)) continue;
     if (sharded && !run.cv) continue;
@@ -373,7 +382,7 @@ void make_runs(const Plan& p, const StudyOptions& options, const RunOptions& ro,
     for (int64_t seed : p.seeds) {
       ++k;
       const nlohmann::json rc = seed_config(cfg, run, seed);
-      if (finished_results(rc)) continue;
+      if (reuse && finished_results(rc)) continue;
       if (!options.quiet) {
         const std::string pace = pace_note(made, made_seconds, to_make, ", cross-validation aside");
         std::fprintf(stderr, "== run %zu/%zu: %s, %s, seed %lld%s\n", k, total, run.regime.c_str(), run.method.c_str(),
@@ -467,8 +476,10 @@ nlohmann::json status_of(const Plan& p, const StudyOptions& options) {
       ++waiting;
     st["runs"].push_back(r);
   }
-  st["to_run"] = {{"pretraining", st["pretraining"] != "finished"}, {"cv_fold_runs", folds_to_run}, {"seed_runs", seeds_to_run},
-                  {"methods_waiting_for_cv", waiting}};
+  // Finished pretraining whose weights are absent is made again only when some run still needs them.
+  const bool others = folds_to_run + seeds_to_run + waiting > 0;
+  st["to_run"] = {{"pretraining", st["pretraining"] == "to run" || (st["pretraining"] != "finished" && others)},
+                  {"cv_fold_runs", folds_to_run}, {"seed_runs", seeds_to_run}, {"methods_waiting_for_cv", waiting}};
   return st;
 }
 
@@ -477,9 +488,10 @@ nlohmann::json status_of(const Plan& p, const StudyOptions& options) {
 std::string format_study_status(const nlohmann::json& st) {
   const std::string pre = st["pretraining"];
   std::string out = str_cat("study in ", st["out_dir"].get<std::string>(), ", seeds ", st["seeds"].dump(), "\npretraining: ",
-                            pre == "finished, weights absent"
+                            pre != "finished, weights absent" ? pre
+                            : st["to_run"]["pretraining"].get<bool>()
                                 ? "finished, its weights absent: pretrained again first (kept only if it reproduces the recorded metrics)"
-                                : pre,
+                                : "finished, its weights absent (no run left needs them)",
                             "\n");
   size_t width = 0;
   for (const auto& r : st["runs"]) width = std::max(width, r["method"].get<std::string>().size());
