@@ -889,7 +889,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
                                            dir + "/study/50pct/ours/cv/lr0.003_lambda1/fold1/results.json",
                                            dir + "/study/50pct/ours/seed1/results.json"};
     for (const auto& f : made) fs::last_write_time(f, fs::file_time_type::clock::now() - std::chrono::hours(1));
-    const auto an_hour_ago = fs::file_time_type::clock::now() - std::chrono::minutes(30);
+    const auto half_an_hour_ago = fs::file_time_type::clock::now() - std::chrono::minutes(30);
     StudyOptions fresh = so;
     fresh.resume = false;
     const auto without_times = [](nlohmann::json regimes) {
@@ -898,7 +898,7 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
       return regimes;
     };
     EXPECT_EQ(without_times(run_study(study, fresh)["regimes"]), without_times(summary["regimes"]));
-    for (const auto& f : made) EXPECT_GT(fs::last_write_time(f), an_hour_ago) << f << " was not made again";
+    for (const auto& f : made) EXPECT_GT(fs::last_write_time(f), half_an_hour_ago) << f << " was not made again";
     EXPECT_EQ(read_file_bytes(pre + "/model.safetensors"), weights_before);
   }
 
