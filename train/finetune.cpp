@@ -191,8 +191,7 @@ Task load_task(const nlohmann::json& c, const RunOptions& o, bool eval_on_test =
   auto load = [&](data::Split s) {
     if (o.dataset_provider) return o.dataset_provider(s);
     const std::string name = c["dataset"];
-    return data::load_dataset(name, s, c["data_dir"].get<std::string>(), image_format_of(c),
-                              o.quiet ? data::LoadProgress{} : load_progress(str_cat("read ", name, "/", data::split_name(s))));
+    return read_dataset(name, s, c["data_dir"].get<std::string>(), image_format_of(c), o.quiet);
   };
   data::ImageClassificationDataset train = load(data::Split::Train);
   data::ImageClassificationDataset test = load(data::Split::Test);
@@ -471,7 +470,7 @@ groups::EvaluationMetrics evaluate_pass(Module& net, const data::ImageClassifica
     bar = std::make_unique<ProgressBar>(label, ds.size(), "img");
   }
   for (data::Batch& b : loader.epoch(0)) {
-    if (interrupt_requested()) throw Interrupted(str_cat("interrupted while evaluating on ", ds.name));
+    stop_evaluation_if_interrupted(ds.name);
     ev.add(b.images, b.labels);
     if (bar) bar->update(b.size(), {{"transforms", std::to_string(ev.transforms_per_input())}});
   }

@@ -47,6 +47,10 @@ void stop_if_interrupted(int64_t epoch, int64_t epochs, const std::string& out_d
                             kept_after_interrupt(checkpoint_path, epoch)));
 }
 
+void stop_evaluation_if_interrupted(const std::string& dataset) {
+  if (interrupt_requested()) throw Interrupted(str_cat("interrupted while evaluating on ", dataset));
+}
+
 bool interrupt_requested() { return g_requested != 0; }
 void request_interrupt() { g_requested = 1; }
 void clear_interrupt() { g_requested = 0; }

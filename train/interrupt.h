@@ -25,6 +25,9 @@ std::string kept_after_interrupt(const std::string& checkpoint_path, int64_t epo
 // Throws Interrupted when a stop was asked for during epoch `epoch` (0-based) of `epochs` of the run in
 // `out_dir`, naming the checkpoint kept (kept_after_interrupt); the training loops call it per batch.
 void stop_if_interrupted(int64_t epoch, int64_t epochs, const std::string& out_dir, const std::string& checkpoint_path);
+// Throws Interrupted ("interrupted while evaluating on DATASET") when a stop was asked for; the
+// evaluation loops call it per batch, and the run that evaluates adds what it kept.
+void stop_evaluation_if_interrupted(const std::string& dataset);
 
 // Installs the handler for SIGINT and SIGTERM (the CLI does, for the commands that train or evaluate),
 // except for a signal the process inherited as ignored. Without it the signals end the process as usual

@@ -30,7 +30,6 @@
 #include "train/finetune.h"
 #include "train/interrupt.h"
 #include "train/predict.h"
-#include "train/progress.h"
 #include "train/report.h"
 #include "train/study.h"
 #include "train/trainer.h"
@@ -365,7 +364,7 @@ int cmd_evaluate(int argc, char** argv) {
   const std::string split_s = a.opts.count("split") ? a.opts["split"] : "test";
   ORBIT_CHECK(split_s == "test" || split_s == "train", "evaluate: --split must be 'train' or 'test', got '", split_s, "'");
   const auto read = [&](data::Split s) {
-    return data::load_dataset(dataset, s, root, {}, load_progress(str_cat("read ", dataset, "/", data::split_name(s))));
+    return read_dataset(dataset, s, root);
   };
   const data::Split split = split_s == "train" ? data::Split::Train : data::Split::Test;
   const auto raw = read(split);

@@ -686,8 +686,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       if (!drawn.empty()) {  // the test images are read only when there is a grid to draw
         const nlohmann::json rc = read_json_file(any_dir + "/results.json")["config"];
         data::ImageClassificationDataset test =
-            data::load_dataset(rc["dataset"], data::Split::Test, rc["data_dir"], image_format_of(rc),
-                               load_progress(str_cat("read ", rc["dataset"].get<std::string>(), "/test")));
+            read_dataset(rc["dataset"], data::Split::Test, rc["data_dir"], image_format_of(rc));
         if (!rc["classes"].empty()) test = data::select_classes(test, rc["classes"].get<std::vector<int64_t>>());
         std::vector<int64_t> rows;  // the first image of each of the first K classes
         const auto labels = test.labels.to_vector<int64_t>();

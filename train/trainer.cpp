@@ -36,6 +36,12 @@ data::ImageFormat image_format_of(const nlohmann::json& config, const std::strin
   return f;
 }
 
+data::ImageClassificationDataset read_dataset(const std::string& name, data::Split split, const std::string& root,
+                                              const data::ImageFormat& format, bool quiet) {
+  return data::load_dataset(name, split, root, format,
+                            quiet ? data::LoadProgress{} : load_progress(str_cat("read ", name, "/", data::split_name(split))));
+}
+
 const ConfigSchema& train_config_schema() {
   static const ConfigSchema schema = [] {
     std::vector<std::string> models;
@@ -103,7 +109,7 @@ EvalResult evaluate(Module& model, const data::ImageClassificationDataset& datas
   std::unique_ptr<ProgressBar> bar;
   if (show_progress) bar = std::make_unique<ProgressBar>("evaluate", loader.num_batches(), "batch");
   for (data::Batch& b : loader.epoch(0)) {
-    if (interrupt_requested()) throw Interrupted(str_cat("interrupted while evaluating on ", dataset.name));
+    stop_evaluation_if_interrupted(dataset.name);
     Tensor logits = model(b.images);
     loss_sum += cross_entropy(logits, b.labels, Tensor(), Reduction::Sum).item();
     const auto pred = argmax(logits, 1).to_vector<int64_t>();
@@ -191,9 +197,7 @@ TrainResult train_classifier(const nlohmann::json& user_config, const TrainOptio
   auto load = [&](data::Split split) {
     if (options.dataset_provider) return options.dataset_provider(split);
     const std::string name = c["dataset"];
-    return data::load_dataset(name, split, c["data_dir"].get<std::string>(), format,
-                              options.quiet ? data::LoadProgress{}
-                                            : load_progress(str_cat("read ", name, "/", data::split_name(split))));
+    return read_dataset(name, split, c["data_dir"].get<std::string>(), format, options.quiet);
   };
   data::ImageClassificationDataset train_raw = load(data::Split::Train), test_raw = load(data::Split::Test);
   const data::ChannelStats stats = data::channel_stats(train_raw);  // normalize both with the training statistics

@@ -33,6 +33,10 @@ ConfigSchema& add_image_format_keys(ConfigSchema& s);
 // The image format a resolved config names (0, as stored, for a key that a config saved before it
 // existed lacks). Throws naming `what` (the config) and the key for "image_channels": 2.
 data::ImageFormat image_format_of(const nlohmann::json& config, const std::string& what = "run config");
+// data::load_dataset of split `split` of the dataset `name` under `root` in `format`, with a bar
+// "read NAME/SPLIT" when the load takes long (load_progress), or none when `quiet`.
+data::ImageClassificationDataset read_dataset(const std::string& name, data::Split split, const std::string& root,
+                                              const data::ImageFormat& format = {}, bool quiet = false);
 
 struct EpochStats {
   int64_t epoch = 0;  // 1-based
