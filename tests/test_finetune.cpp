@@ -31,6 +31,7 @@
 #include "train/finetune.h"
 #include "train/interrupt.h"
 #include "train/predict.h"
+#include "train/report.h"
 #include "train/study.h"
 #include "train/trainer.h"
 #include "weights/weights.h"
@@ -529,6 +530,20 @@ TEST(Finetune, ReportGridGroupPrefersRotationsToShifts) {
   EXPECT_EQ(report_grid_group({"T2", "T4xC4"}), "T4xC4");
   EXPECT_EQ(report_grid_group({"C8", "D4"}), "C8");  // the first of equals
   expect_error([] { report_grid_group({}); }, {"no evaluation groups"});
+}
+
+// The one-line summary of a run's test metrics: every evaluation group's orbit metrics, the flips
+// group under both of its names.
+TEST(Finetune, MetricsSummaryNamesEveryGroup) {
+  const nlohmann::json r = {{"metrics",
+                             {{"accuracy", 0.9512},
+                              {"forward_passes_per_input", 8},
+                              {"orbits",
+                               {{"C8", {{"orbit_accuracy", 0.9333}, {"consistency", 0.875}, {"equivariance_error", 0.25}}},
+                                {"D1", {{"orbit_accuracy", 0.5}, {"consistency", 0.125}, {"equivariance_error", 1.5}}}}}}}};
+  EXPECT_EQ(summarize_metrics(r),
+            "accuracy 95.12% | C8: orbit 93.33%, consistency 87.50%, error 0.2500 | D1 (flips): orbit 50.00%, "
+            "consistency 12.50%, error 1.5000 | 8 forward pass(es) per input");
 }
 
 TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {

@@ -73,7 +73,9 @@ std::string summarize_metrics(const nlohmann::json& r) {
   std::snprintf(buf, sizeof buf, "accuracy %.2f%%", 100 * m["accuracy"].get<double>());
   std::string s = buf;
   for (const auto& [g, o] : m["orbits"].items()) {
-    std::snprintf(buf, sizeof buf, " | %s: orbit %.2f%%, consistency %.2f%%, error %.4f", g.c_str(),
+    // The metrics are keyed by the canonical name; D1 is the group a config calls "flips".
+    const std::string label = g == "D1" ? "D1 (flips)" : g;
+    std::snprintf(buf, sizeof buf, " | %s: orbit %.2f%%, consistency %.2f%%, error %.4f", label.c_str(),
                   100 * o["orbit_accuracy"].get<double>(), 100 * o["consistency"].get<double>(),
                   o["equivariance_error"].get<double>());
     s += buf;
