@@ -598,6 +598,18 @@ TEST(Finetune, StudyOnAnImageFolderAndKilledCliResumes) {
   const std::string text = read_file_bytes(dir + "/study/report.md");
   EXPECT_NE(text.find("| plain |"), std::string::npos);
   EXPECT_NE(text.find("(cv)"), std::string::npos);
+  // The accuracy of each element of C8 (the largest evaluation group), per seed: their mean over the
+  // eight elements is the seed's C8 orbit accuracy.
+  EXPECT_NE(text.find("each element of C8, in %"), std::string::npos) << text;
+  EXPECT_NE(text.find("| method | e | r45 | r90 | r135 | r180 | r225 | r270 | r315 |"), std::string::npos) << text;
+  ASSERT_EQ(ours["element_accuracy"]["group"], "C8");
+  const auto& elements = ours["element_accuracy"]["elements"];
+  ASSERT_EQ(elements.size(), 8u);
+  for (size_t s = 0; s < 2; ++s) {
+    double mean = 0;
+    for (const auto& [name, acc] : elements.items()) mean += acc.at(s).get<double>() / 8;
+    EXPECT_NEAR(mean, ours["orbit_accuracy"]["C8"][s].get<double>(), 1e-9) << "seed index " << s;
+  }
   // `orbit evaluate` of a run's weights reproduces the run's own test metrics.
   {
     const std::string run_dir = dir + "/study/50pct/plain/seed1";

@@ -572,6 +572,11 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         "(share of test images predicted alike on the whole orbit), equivariance error ||f(gx) − f(x)|| / ||f(x)||, "
         "and forward passes per input at inference. λ: chosen by cross-validation where marked (cv).\n\n";
 
+  // The accuracy of each element of one evaluation group (the grid's: rotations and reflections before
+  // shifts), where a method loses: a table when the group is small enough to read as one.
+  const groups::Group element_group = groups::Group::parse(report_grid_group(eval_groups));
+  const bool element_table = element_group.order() > 1 && element_group.order() <= 16;
+
   std::set<std::string> regimes_done;
   for (const auto& reg : p.study["regimes"]) {
     const std::string regime = reg["name"];
@@ -581,12 +586,14 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
     for (const auto& g : eval_groups) md += " " + g + " consistency |", sep += "---|";
     md += " " + eval_groups[0] + " error | passes | train s |\n" + sep + "---|---|---|\n";
     std::vector<Series> angle_series;
+    std::string element_md;  // rows of the per-element table
     nlohmann::json rs = nlohmann::json::object();
     std::string any_dir;
     for (const Plan::Run& run : p.runs) {
       if (run.regime != regime) continue;
       std::vector<double> up, err, secs, lambdas;
       std::map<std::string, std::vector<double>> orb, cons;
+      std::vector<std::vector<double>> element_acc(static_cast<size_t>(element_group.order()));
       std::vector<double> angle_mean;
       std::vector<double> angles;
       int64_t passes = 1;
@@ -610,6 +617,11 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
           cons[g].push_back(om.at("consistency"));
         }
         err.push_back(orbit_metrics(m, eval_groups[0]).at("equivariance_error"));
+        if (element_table) {
+          const nlohmann::json& ea = orbit_metrics(m, element_group.name()).value("element_accuracy", nlohmann::json::object());
+          for (int64_t g = 0; g < element_group.order(); ++g)
+            if (ea.contains(element_group.element_name(g))) element_acc[g].push_back(ea[element_group.element_name(g)]);
+        }
         secs.push_back(r["train_seconds"]);
         lambdas.push_back(r["config"]["lambda"]);
         passes = m["forward_passes_per_input"];
@@ -641,7 +653,29 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
                            {"forward_passes_per_input", passes}, {"train_seconds", secs}, {"orbit_accuracy", nlohmann::json::object()},
                            {"consistency", nlohmann::json::object()}};
       for (const auto& g : eval_groups) mj["orbit_accuracy"][g] = orb[g], mj["consistency"][g] = cons[g];
+      if (element_table) {
+        element_md += "| " + run.method + partial + " |";
+        nlohmann::json ej = nlohmann::json::object();
+        for (int64_t g = 0; g < element_group.order(); ++g) {
+          // Runs from before the per-element accuracies were recorded have none.
+          element_md += " " + (static_cast<int64_t>(element_acc[g].size()) == n ? pm(element_acc[g]) : std::string("–")) + " |";
+          if (static_cast<int64_t>(element_acc[g].size()) == n) ej[element_group.element_name(g)] = element_acc[g];
+        }
+        element_md += "\n";
+        mj["element_accuracy"] = {{"group", element_group.name()}, {"elements", ej}};
+      }
       rs[run.method] = mj;
+    }
+    if (!element_md.empty()) {
+      std::string legend = "e: as it is";
+      if (element_group.rotations() > 1) legend += "; rN: rotated by N° counter-clockwise";
+      if (element_group.has_reflections()) legend += "; f: flipped left-right (then rotated)";
+      if (element_group.translation_steps() > 1) legend += "; t(x,y): shifted by x and y steps";
+      md += "\nAccuracy on the test set transformed by each element of " + element_group.name() + ", in % (" + legend +
+            "):\n\n| method |";
+      std::string sep = "|---|";
+      for (int64_t g = 0; g < element_group.order(); ++g) md += " " + element_group.element_name(g) + " |", sep += "---|";
+      md += "\n" + sep + "\n" + element_md;
     }
     summary["regimes"][regime] = rs;
     const std::string rdir = p.out_dir + "/" + slug(regime);
