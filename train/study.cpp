@@ -572,10 +572,11 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         "(share of test images predicted alike on the whole orbit), equivariance error ||f(gx) − f(x)|| / ||f(x)||, "
         "and forward passes per input at inference. λ: chosen by cross-validation where marked (cv).\n\n";
 
-  // The accuracy of each element of one evaluation group (the grid's: rotations and reflections before
-  // shifts), where a method loses: a table when the group is small enough to read as one.
-  const groups::Group element_group = groups::Group::parse(report_grid_group(eval_groups));
-  const bool element_table = element_group.order() > 1 && element_group.order() <= 16;
+  // The evaluation group whose elements the report shows one by one (rotations and reflections before
+  // shifts): each method's accuracy on each element, where a method loses (a table when the group is
+  // small enough to read as one), and the image grid.
+  const groups::Group G = groups::Group::parse(report_grid_group(eval_groups));
+  const bool element_table = G.order() > 1 && G.order() <= 16;
 
   std::set<std::string> regimes_done;
   for (const auto& reg : p.study["regimes"]) {
@@ -593,7 +594,7 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       if (run.regime != regime) continue;
       std::vector<double> up, err, secs, lambdas;
       std::map<std::string, std::vector<double>> orb, cons;
-      std::vector<std::vector<double>> element_acc(static_cast<size_t>(element_group.order()));
+      std::vector<std::vector<double>> element_acc(static_cast<size_t>(G.order()));
       std::vector<double> angle_mean;
       std::vector<double> angles;
       int64_t passes = 1;
@@ -618,9 +619,9 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
         }
         err.push_back(orbit_metrics(m, eval_groups[0]).at("equivariance_error"));
         if (element_table) {
-          const nlohmann::json& ea = orbit_metrics(m, element_group.name()).value("element_accuracy", nlohmann::json::object());
-          for (int64_t g = 0; g < element_group.order(); ++g)
-            if (ea.contains(element_group.element_name(g))) element_acc[g].push_back(ea[element_group.element_name(g)]);
+          const nlohmann::json& ea = orbit_metrics(m, G.name()).value("element_accuracy", nlohmann::json::object());
+          for (int64_t g = 0; g < G.order(); ++g)
+            if (ea.contains(G.element_name(g))) element_acc[g].push_back(ea[G.element_name(g)]);
         }
         secs.push_back(r["train_seconds"]);
         lambdas.push_back(r["config"]["lambda"]);
@@ -656,25 +657,26 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
       if (element_table) {
         element_md += "| " + run.method + partial + " |";
         nlohmann::json ej = nlohmann::json::object();
-        for (int64_t g = 0; g < element_group.order(); ++g) {
+        for (int64_t g = 0; g < G.order(); ++g) {
           // Runs from before the per-element accuracies were recorded have none.
-          element_md += " " + (static_cast<int64_t>(element_acc[g].size()) == n ? pm(element_acc[g]) : std::string("–")) + " |";
-          if (static_cast<int64_t>(element_acc[g].size()) == n) ej[element_group.element_name(g)] = element_acc[g];
+          const bool every_seed = static_cast<int64_t>(element_acc[g].size()) == n;
+          element_md += " " + (every_seed ? pm(element_acc[g]) : std::string("–")) + " |";
+          if (every_seed) ej[G.element_name(g)] = element_acc[g];
         }
         element_md += "\n";
-        mj["element_accuracy"] = {{"group", element_group.name()}, {"elements", ej}};
+        mj["element_accuracy"] = {{"group", G.name()}, {"elements", ej}};
       }
       rs[run.method] = mj;
     }
     if (!element_md.empty()) {
       std::string legend = "e: as it is";
-      if (element_group.rotations() > 1) legend += "; rN: rotated by N° counter-clockwise";
-      if (element_group.has_reflections()) legend += "; f: flipped left-right (then rotated)";
-      if (element_group.translation_steps() > 1) legend += "; t(x,y): shifted by x and y steps";
-      md += "\nAccuracy on the test set transformed by each element of " + element_group.name() + ", in % (" + legend +
+      if (G.rotations() > 1) legend += "; rN: rotated by N° counter-clockwise";
+      if (G.has_reflections()) legend += "; f: flipped left-right (then rotated)";
+      if (G.translation_steps() > 1) legend += "; t(x,y): shifted by x and y steps";
+      md += "\nAccuracy on the test set transformed by each element of " + G.name() + ", in % (" + legend +
             "):\n\n| method |";
       std::string sep = "|---|";
-      for (int64_t g = 0; g < element_group.order(); ++g) md += " " + element_group.element_name(g) + " |", sep += "---|";
+      for (int64_t g = 0; g < G.order(); ++g) md += " " + G.element_name(g) + " |", sep += "---|";
       md += "\n" + sep + "\n" + element_md;
     }
     summary["regimes"][regime] = rs;
@@ -692,10 +694,9 @@ nlohmann::json write_study_report(const nlohmann::json& study) {
               "/cv_equivariance.svg)\n\n";
       }
 
-    // Image grid: a few test images under report_grid_group(eval_groups), with each method's prediction.
+    // Image grid: a few test images under G, with each method's prediction.
     const int64_t K = p.study.value("grid_images", 4);
     if (K > 0 && !any_dir.empty()) {
-      const groups::Group G = groups::Group::parse(report_grid_group(eval_groups));
       // The first seed's model of each method, when it is of the config the study plans (as in the
       // table above). Weight files are not committed with a study's results, so a clone holds only
       // the weights of the runs it made itself: a grid of some of the methods does not replace one
