@@ -157,6 +157,12 @@ std::string Group::element_name(int64_t i) const {
   return s;
 }
 
+std::string Group::label() const {
+  if (name_ == "D1") return "D1 (flips)";
+  if (name_ == "C1") return "C1 (trivial)";
+  return name_;
+}
+
 std::string Group::accepted_specs() { return "C<n>, D<n>, flips, T<p>, T<p>xC<n>, T<p>xD<n>, trivial"; }
 
 Group Group::parse(const std::string& spec, Boundary boundary) {

@@ -56,6 +56,9 @@ class Group {
   static std::string accepted_specs();
 
   const std::string& name() const { return name_; }  // canonical spec: "C4", "D4", "T4xD4", "C1"
+  // The name for people: the canonical spec, with the config's word added where the spec alone is
+  // obscure ("D1 (flips)", "C1 (trivial)").
+  std::string label() const;
   int64_t order() const { return static_cast<int64_t>(elements_.size()); }
   int64_t rotations() const { return n_; }
   bool has_reflections() const { return reflections_; }

@@ -216,6 +216,11 @@ TEST(Group, ParseRoundTripAndCanonicalNames) {
   }
   EXPECT_EQ(Group::parse("flips").name(), "D1");
   EXPECT_EQ(Group::parse("trivial").name(), "C1");
+  // The label adds the config's word only where the canonical name alone is obscure.
+  EXPECT_EQ(Group::parse("flips").label(), "D1 (flips)");
+  EXPECT_EQ(Group::parse("trivial").label(), "C1 (trivial)");
+  EXPECT_EQ(Group::parse("T4xD1").label(), "T4xD1");
+  EXPECT_EQ(Group::parse("D4").label(), "D4");
   EXPECT_EQ(Group::parse("T4xC1").name(), "T4");
   EXPECT_EQ(Group::parse("T1xD4").name(), "D4");
   EXPECT_EQ(Group(4, true, 4).name(), "T4xD4");

@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "groups/group.h"
 #include "train/config.h"
 #include "train/plot.h"
 
@@ -73,8 +74,8 @@ std::string summarize_metrics(const nlohmann::json& r) {
   std::snprintf(buf, sizeof buf, "accuracy %.2f%%", 100 * m["accuracy"].get<double>());
   std::string s = buf;
   for (const auto& [g, o] : m["orbits"].items()) {
-    // The metrics are keyed by the canonical name; D1 is the group a config calls "flips".
-    const std::string label = g == "D1" ? "D1 (flips)" : g;
+    // The metrics are keyed by the canonical name (D1 is the group a config calls "flips").
+    const std::string label = groups::Group::parse(g).label();
     std::snprintf(buf, sizeof buf, " | %s: orbit %.2f%%, consistency %.2f%%, error %.4f", label.c_str(),
                   100 * o["orbit_accuracy"].get<double>(), 100 * o["consistency"].get<double>(),
                   o["equivariance_error"].get<double>());
