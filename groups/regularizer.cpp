@@ -218,6 +218,7 @@ RegularizedOutput regularized_forward(const std::function<Tensor(const Tensor&)>
   const int64_t M = joint.size(0) - N;
   r.output = joint.narrow(0, 0, N);
   const Tensor out_g = joint.narrow(0, N, M);
+  r.copies = out_g;
 
   auto reference_of = [&](const Tensor& y, FieldKind kind) {
     Tensor ref = act_per_sample(G, r.elements, index_select(y, 0, index), kind);

@@ -85,6 +85,7 @@ struct RegularizerOptions {
 
 struct RegularizedOutput {
   Tensor output;                  // f(x) of the original items, [N, ...] (for the task loss)
+  Tensor copies;                  // f(g·x) of the transformed copies, [M, ...], in the order of `items`
   Tensor penalty;                 // R (0-d; includes the taps; after the preserve threshold)
   Tensor raw_penalty;             // R before the preserve threshold, without the taps (0-d, no grad)
   std::vector<int64_t> items;     // per transformed copy: the item it came from

@@ -192,6 +192,9 @@ TEST(Finetune, ConfigErrorsBeforeAnyWork) {
   if (cuda::device_count() == 0) expect_bad({{"device", "cuda"}}, {"device", "not usable here", "CUDA"});
 #endif
   expect_bad({{"taps", {"layer2"}}}, {"taps", "lambda"});
+  expect_bad({{"copy_task_weight", -1.0}}, {"copy_task_weight", "-1"});
+  expect_bad({{"group", "trivial"}, {"copy_task_weight", 1.0}}, {"copy_task_weight", "(C1)", "no transformed copies"});
+  expect_bad({{"canonicalize", true}, {"copy_task_weight", 1.0}}, {"canonicalize", "copy_task_weight"});
   // element_weights: one per non-identity element of the run's group (C4 here: r90, r180, r270).
   expect_bad({{"lambda", 1.0}, {"element_weights", {1.0, 3.0}}}, {"element_weights", "C4", "3: r90, r180, r270", "got 2"});
   expect_bad({{"lambda", 1.0}, {"element_weights", {0.0, 0.0, 0.0}}}, {"element_weights", "at least one"});
@@ -241,6 +244,7 @@ TEST(Finetune, PretrainThenEveryMethod) {
       {"frozen", {{"freeze", {"conv1.", "bn1.", "layer1."}}}, 1},
       {"half_batch_quick_eval", {{"lambda", 1.0}, {"reg_fraction", 0.5}, {"angle_test_fraction", 0.5}}, 1},
       {"ours_orbit_mean", {{"lambda", 1.0}, {"reference", "orbit_mean"}, {"samples", 2}}, 1},
+      {"ours_copies_task", {{"lambda", 1.0}, {"copy_task_weight", 1.0}}, 1},
       {"canonicalize", {{"canonicalize", true}, {"canon_prior", 2.0}}, 1},
   };
   for (const Method& me : methods) {
@@ -295,6 +299,71 @@ TEST(Finetune, PretrainThenEveryMethod) {
   const RunResult again = run_training(c, tiny_options());
   const nlohmann::json first = read_json_file(dir + "/ours/results.json");
   EXPECT_EQ(again.results["metrics"], first["metrics"]);
+  fs::remove_all(dir);
+}
+
+// copy_task_weight adds the task loss of the regularizer's transformed copies, each with its image's
+// label. One SGD step on one batch of every training image, from the pretrained model with its head kept,
+// over the whole C4 orbit (so the copies are known: r90, r180, r270 of every image) and with lambda 0:
+// the saved weights are w - lr * grad(CE(f(x), y) + w_c * CE(f(g x), y)), the gradient computed here on
+// the same network through the same joint batch (batch norm's statistics are the joint batch's). The
+// step without the copies' term lands elsewhere (by more than the tolerance), so the test sees the term.
+// Tolerance 2e-5 absolute on weights of order 0.1: float32 with the batch in another order.
+TEST(Finetune, CopyTaskWeightAddsTheCopiesLoss) {
+  const std::string dir = temp_dir("copies");
+  nlohmann::json pre = tiny_config(dir + "/pretrain");
+  pre["epochs"] = 1;
+  ASSERT_TRUE(run_training(pre, tiny_options()).completed);
+  nlohmann::json c = tiny_config(dir + "/ft");
+  c["weights"] = dir + "/pretrain/model.safetensors";
+  c["reset_head"] = false;
+  c["epochs"] = 1, c["batch_size"] = 48, c["optimizer"] = "sgd", c["momentum"] = 0.0, c["lr"] = 0.1;
+  c["samples"] = 0, c["copy_task_weight"] = 0.5, c["angle_step"] = 0;
+  const RunResult r = run_training(c, tiny_options());
+  ASSERT_TRUE(r.completed);
+  EXPECT_EQ(r.results["history"][0]["penalty"].get<double>(), 0.0);  // lambda 0: no penalty in the loss
+  const StateDict trained = weights_of(dir + "/ft/model.safetensors");
+
+  const data::ImageClassificationDataset train = shapes(16, 1);
+  std::vector<Tensor> copies = {train.images};
+  std::vector<Tensor> labels = {train.labels};
+  for (int64_t k = 1; k <= 3; ++k) copies.push_back(rot90(train.images, k, {2, 3})), labels.push_back(train.labels);
+  auto expected_step = [&](double copy_weight) {
+    const auto net = load_run_network(pre, dir + "/pretrain/model.safetensors");
+    net->train();
+    const Tensor logits = (*net)(cat(copies, 0));
+    const int64_t N = train.size();
+    Tensor loss = cross_entropy(logits.narrow(0, 0, N), train.labels);
+    if (copy_weight > 0)
+      loss = add(loss, mul(cross_entropy(logits.narrow(0, N, 3 * N), cat({labels.begin() + 1, labels.end()}, 0)), copy_weight));
+    loss.backward();
+    std::map<std::string, std::vector<float>> out;
+    for (const auto& [name, p] : net->named_parameters()) {
+      std::vector<float> w = p.to_vector<float>();
+      const std::vector<float> g = p.grad().to_vector<float>();
+      for (size_t i = 0; i < w.size(); ++i) w[i] -= 0.1f * g[i];
+      out[name] = w;
+    }
+    return out;
+  };
+  auto max_diff = [&](const std::map<std::string, std::vector<float>>& want) {
+    double worst = 0;
+    size_t compared = 0;
+    for (const auto& [name, w] : want) {
+      // The network may name the model's parameters under a prefix (behind its normalization).
+      std::string key = name;
+      while (!trained.contains(key) && key.find('.') != std::string::npos) key = key.substr(key.find('.') + 1);
+      if (!trained.contains(key)) continue;
+      const std::vector<float> got = trained.at(key).to_vector<float>();
+      EXPECT_EQ(got.size(), w.size()) << key;
+      for (size_t i = 0; i < std::min(got.size(), w.size()); ++i) worst = std::max(worst, double(std::fabs(got[i] - w[i])));
+      ++compared;
+    }
+    EXPECT_GT(compared, 20u);  // conv, batch norm and fc parameters
+    return worst;
+  };
+  EXPECT_LT(max_diff(expected_step(0.5)), 2e-5);
+  EXPECT_GT(max_diff(expected_step(0.0)), 1e-3);
   fs::remove_all(dir);
 }
 

@@ -66,6 +66,10 @@ const ConfigSchema& run_config_schema() {
         .number_list("element_weights", nlohmann::json::array(), 0.0, 1e6,
                      "the regularizer's weight of each non-identity element of the group, in its order (C8: 45, 90, ..., "
                      "315 degrees); an element is drawn (samples 1) or averaged over (samples 0) by weight; empty: uniform")
+        .number("copy_task_weight", 0.0, 0.0, 1e6,
+                "weight of the task loss on the regularizer's transformed copies, each with its image's label "
+                "(class labels are invariant); 0: off. With lambda 0 the copies are drawn the same way and only this "
+                "term uses them")
         .boolean("stop_gradient", true, "detach the reference branch f(x) in the regularizer (one-sided)")
         .string("reference", "upright", {"upright", "orbit_mean"},
                 "what the regularizer compares each transformed copy with: the upright prediction f(x), or the mean "
@@ -152,6 +156,10 @@ nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) 
   ORBIT_CHECK(G.order() > 1 || c["lambda"].get<double>() == 0, "run config: key \"lambda\": ", c["lambda"].dump(),
               " with the group \"", c["group"].get<std::string>(), "\" (", G.name(), "), whose only element is the identity: "
               "the regularizer would be 0; set \"lambda\": 0 or name a group with more elements");
+  ORBIT_CHECK(G.order() > 1 || c["copy_task_weight"].get<double>() == 0, "run config: key \"copy_task_weight\": ",
+              c["copy_task_weight"].dump(), " with the group \"", c["group"].get<std::string>(), "\" (", G.name(),
+              "), whose only element is the identity: there are no transformed copies; set it to 0 or name a group "
+              "with more elements");
   ORBIT_CHECK(c["taps"].empty() || c["lambda"].get<double>() > 0,
               "run config: key \"taps\" needs \"lambda\" > 0 (the taps are part of the regularizer)");
   ORBIT_CHECK(!c["lambda_grid"].empty(), "run config: key \"lambda_grid\" must not be empty");
@@ -162,6 +170,8 @@ nlohmann::json resolve_run_config(const nlohmann::json& user, bool check_files) 
                 c["augment"].get<std::string>(), "\" (the canonicalization prior takes the training images as upright)");
     ORBIT_CHECK(c["lambda"].get<double>() == 0, "run config: key \"canonicalize\" needs \"lambda\": 0, got ",
                 c["lambda"].get<double>(), " (a canonicalized model is invariant by construction; the regularizer would be 0)");
+    ORBIT_CHECK(c["copy_task_weight"].get<double>() == 0, "run config: key \"canonicalize\" needs \"copy_task_weight\": 0, got ",
+                c["copy_task_weight"].get<double>(), " (a canonicalized model sees every copy in the same pose)");
   }
   return c;
 }
@@ -624,6 +634,7 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
     }
   }
   const double lambda = c["lambda"];
+  const double copy_weight = c["copy_task_weight"];
   // The penalty is the regularizer R (weight lambda) or, with canonicalization, the scorer's prior.
   const double penalty_weight = built.canon ? c["canon_prior"].get<double>() : lambda;
 
@@ -727,19 +738,25 @@ RunResult run_training(const nlohmann::json& user_config, const RunOptions& opti
     }
     for (data::Batch& b : loader.epoch(epoch)) {
       stop_if_interrupted(epoch, epochs, out_dir, ckpt_path);
-      Tensor logits, penalty;
+      Tensor logits, penalty, copy_loss;
       if (built.canon) {
         logits = forward(b.images);
         penalty = groups::Canonicalized::prior_loss(built.canon->last_scores());
-      } else if (lambda > 0) {
+      } else if (lambda > 0 || copy_weight > 0) {
         Generator bgen(mix(mix(seed, 0x5E6u), mix(static_cast<uint64_t>(epoch), static_cast<uint64_t>(b.index))));
         groups::RegularizedOutput r = groups::regularized_forward(forward, built.model.get(), G, b.images, ro, bgen);
         logits = r.output;
-        penalty = r.penalty;
+        if (lambda > 0) penalty = r.penalty;
+        if (copy_weight > 0 && r.copies.defined()) {
+          // The copies keep their images' labels: class labels are invariant under the group.
+          const Tensor items = Tensor::from_vector(r.items, {static_cast<int64_t>(r.items.size())}).to(b.labels.device());
+          copy_loss = cross_entropy(r.copies, index_select(b.labels, 0, items), Tensor(), Reduction::Mean, smoothing);
+        }
       } else {
         logits = forward(b.images);
       }
-      const Tensor task_loss = cross_entropy(logits, b.labels, Tensor(), Reduction::Mean, smoothing);
+      Tensor task_loss = cross_entropy(logits, b.labels, Tensor(), Reduction::Mean, smoothing);
+      if (copy_loss.defined()) task_loss = add(task_loss, mul(copy_loss, copy_weight));
       const Tensor loss = penalty.defined() ? add(task_loss, mul(penalty, penalty_weight)) : task_loss;
       opt->zero_grad();
       loss.backward();
