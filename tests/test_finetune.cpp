@@ -326,8 +326,8 @@ TEST(Finetune, CopyTaskWeightAddsTheCopiesLoss) {
 
   const data::ImageClassificationDataset train = shapes(16, 1);
   std::vector<Tensor> copies = {train.images};
-  std::vector<Tensor> labels = {train.labels};
-  for (int64_t k = 1; k <= 3; ++k) copies.push_back(rot90(train.images, k, {2, 3})), labels.push_back(train.labels);
+  for (int64_t k = 1; k <= 3; ++k) copies.push_back(rot90(train.images, k, {2, 3}));
+  const Tensor copy_labels = cat({train.labels, train.labels, train.labels}, 0);  // r90, r180, r270 keep the label
   auto expected_step = [&](double copy_weight) {
     const auto net = load_run_network(pre, dir + "/pretrain/model.safetensors");
     net->train();
@@ -335,7 +335,7 @@ TEST(Finetune, CopyTaskWeightAddsTheCopiesLoss) {
     const int64_t N = train.size();
     Tensor loss = cross_entropy(logits.narrow(0, 0, N), train.labels);
     if (copy_weight > 0)
-      loss = add(loss, mul(cross_entropy(logits.narrow(0, N, 3 * N), cat({labels.begin() + 1, labels.end()}, 0)), copy_weight));
+      loss = add(loss, mul(cross_entropy(logits.narrow(0, N, 3 * N), copy_labels), copy_weight));
     loss.backward();
     std::map<std::string, std::vector<float>> out;
     for (const auto& [name, p] : net->named_parameters()) {
